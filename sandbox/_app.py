@@ -1,0 +1,260 @@
+"""The application: role checks plus catalogue, projects and audit, around the job pipeline.
+
+Transport-free. The gRPC servicer calls these methods with the authenticated ``Principal``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sandbox._config import ServerConfig
+from sandbox._errors import NotFound, PermissionDenied, PolicyInvalid
+from sandbox._model import (
+    ColumnInfo,
+    ColumnRole,
+    DatasetInfo,
+    JobInfo,
+    JobSpec,
+    Principal,
+    Project,
+    QuotaLimits,
+    QuotaUsage,
+    ResultTable,
+    Role,
+    VerifyReport,
+)
+from sandbox._model import AuditRecord as AuditRecord
+from sandbox._pipeline import JobPipeline, Today, _utc_today
+from sandbox.audit import AuditLog
+from sandbox.engine import Engine
+from sandbox.policy import Policy, load_policy
+from sandbox.state import Catalogue, Database, DatasetRecord, Ledger, Principals, Projects
+
+STEWARDS = frozenset({Role.STEWARD, Role.ADMIN})
+AUDITORS = frozenset({Role.COMPLIANCE, Role.ADMIN})
+
+
+def require(principal: Principal, roles: frozenset[Role], action: str) -> None:
+    if principal.role not in roles:
+        raise PermissionDenied(f"role '{principal.role}' may not {action}")
+
+
+def coarse(n: int) -> int:
+    """Round to two significant figures (catalogue row counts are coarse)."""
+    if n < 100:
+        return n
+    digits = len(str(n)) - 2
+    return int(round(n, -digits))
+
+
+class Sandbox:
+    def __init__(self, config: ServerConfig, *, today: Today = _utc_today) -> None:
+        self.config = config
+        self.db = Database(config.db_path)
+        self.engine = Engine(config.engine_threads, config.engine_memory_limit)
+        self.principals = Principals(self.db)
+        self.projects = Projects(self.db)
+        self.catalogue = Catalogue(self.db)
+        self.audit = AuditLog(self.db)
+        self._ledger = Ledger()
+        self._today = today
+        self.policies: dict[str, Policy] = {}
+        self.stale_policies: set[str] = set()
+        self._load_registered_policies()
+        self.jobs = JobPipeline(
+            self.db, self.engine, self.policies, workers=config.workers, today=today
+        )
+
+    def _load_registered_policies(self) -> None:
+        """Load each registered dataset's policy; a changed file needs re-registration."""
+        for record in self.catalogue.list():
+            try:
+                policy = load_policy(self.config.policy_dir / f"{record.id}.yaml")
+            except (PolicyInvalid, OSError):
+                self.stale_policies.add(record.id)
+                continue
+            if policy.version_label != record.policy_version:
+                self.stale_policies.add(record.id)
+                continue
+            self.policies[record.id] = policy
+
+    def close(self) -> None:
+        self.jobs.shutdown(wait=True)
+        self.engine.close()
+        self.db.close()
+
+    # ---- catalogue ----------------------------------------------------------------------
+    def register_dataset(self, principal: Principal, dataset: str) -> DatasetInfo:
+        require(principal, STEWARDS, "register datasets")
+        path = self.config.policy_dir / f"{dataset}.yaml"
+        if not path.is_file() or Path(dataset).name != dataset:
+            raise NotFound(f"no policy file for dataset '{dataset}' in the policy directory")
+        policy = load_policy(path)
+        root = self.config.data_root.resolve()
+        source = (root / policy.source).resolve()
+        if not source.is_relative_to(root) or not source.is_file():
+            raise NotFound(f"source file of dataset '{dataset}' not found under the data root")
+        fmt = "parquet" if source.suffix == ".parquet" else "csv"
+        facts = self.engine.inspect_source(source, fmt, policy.person_key)
+        missing = [c.name for c in policy.columns if c.name not in facts.column_types]
+        if missing:
+            raise PolicyInvalid(
+                f"{path}: columns {', '.join(missing)} are in the policy but not in the source"
+            )
+        record = DatasetRecord(
+            id=dataset,
+            source=str(source),
+            file_format=fmt,
+            file_digest=facts.file_digest,
+            row_count=facts.row_count,
+            persons=facts.persons,
+            persons_unique=facts.persons == facts.row_count,
+            column_types=facts.column_types,
+            policy_version=policy.version_label,
+        )
+        with self.db.write() as conn:
+            self.catalogue.put(conn, record, principal.name)
+            self.audit.append(
+                conn,
+                "dataset.registered",
+                actor=principal.name,
+                role=str(principal.role),
+                dataset=dataset,
+                policy_version=policy.version_label,
+                policy_digest=policy.digest,
+                file_digest=facts.file_digest,
+            )
+        self.policies[dataset] = policy
+        self.stale_policies.discard(dataset)
+        return self._info(record, policy)
+
+    def list_datasets(self, principal: Principal) -> list[DatasetInfo]:
+        out = []
+        for record in self.catalogue.list():
+            try:
+                self.jobs.visible_dataset(principal, record.id)
+            except NotFound:
+                continue
+            out.append(self._info(record, self.policies[record.id]))
+        return out
+
+    def describe_dataset(self, principal: Principal, dataset: str) -> DatasetInfo:
+        record = self.jobs.visible_dataset(principal, dataset)
+        return self._info(record, self.policies[dataset])
+
+    def _info(self, record: DatasetRecord, policy: Policy) -> DatasetInfo:
+        columns = []
+        for col in policy.columns:
+            if col.role == ColumnRole.HIDDEN:
+                continue
+            columns.append(
+                ColumnInfo(
+                    name=col.name,
+                    type=record.column_types.get(col.name, ""),
+                    role=col.role,
+                    description=col.description,
+                    bins=col.bins,
+                    values=col.values,
+                    bounds=col.bounds,
+                    aggregates=col.aggregates,
+                )
+            )
+        return DatasetInfo(
+            id=record.id,
+            title=policy.title,
+            description=policy.description,
+            person_key=policy.person_key,
+            population=policy.population,
+            row_count=coarse(record.row_count),
+            columns=tuple(columns),
+            purposes=tuple(p.id for p in policy.purposes),
+            policy_version=policy.version_label,
+        )
+
+    # ---- projects ----------------------------------------------------------------------
+    def create_project(self, principal: Principal, project: Project) -> Project:
+        require(principal, STEWARDS, "create projects")
+        with self.db.write() as conn:
+            self.projects.create(conn, project, principal.name)
+            self.audit.append(
+                conn,
+                "project.created",
+                actor=principal.name,
+                role=str(principal.role),
+                project=project.id,
+                members=sorted(project.members),
+                grants=sorted([d, p] for d, p in project.grants),
+                expires=project.expires.isoformat(),
+                quota=_quota_json(project.quota),
+            )
+        created = self.projects.get(project.id)
+        assert created is not None
+        return created
+
+    def set_quota(self, principal: Principal, project_id: str, quota: QuotaLimits) -> Project:
+        require(principal, STEWARDS, "set quotas")
+        with self.db.write() as conn:
+            self.projects.set_quota(conn, project_id, quota)
+            self.audit.append(
+                conn,
+                "project.quota_set",
+                actor=principal.name,
+                role=str(principal.role),
+                project=project_id,
+                quota=_quota_json(quota),
+            )
+        updated = self.projects.get(project_id)
+        assert updated is not None
+        return updated
+
+    def list_projects(self, principal: Principal) -> list[Project]:
+        projects = self.projects.list()
+        if principal.role == Role.RESEARCHER:
+            return [p for p in projects if principal.name in p.members]
+        return projects
+
+    def quota(self, principal: Principal, project_id: str) -> QuotaUsage:
+        project = self.projects.get(project_id)
+        if project is None or (
+            principal.role == Role.RESEARCHER and principal.name not in project.members
+        ):
+            raise NotFound(f"project '{project_id}' not found")
+        used = self._ledger.usage(self.db.conn, project_id, self._today())
+        return QuotaUsage(
+            project=project_id,
+            limits=project.quota,
+            jobs_today=used.jobs_today,
+            jobs_total=used.jobs_total,
+            rows_today=used.rows_today,
+            rows_total=used.rows_total,
+        )
+
+    # ---- jobs (delegated) ----------------------------------------------------------------
+    def submit(self, principal: Principal, spec: JobSpec, request_id: str = "") -> JobInfo:
+        return self.jobs.submit(principal, spec, request_id)
+
+    def result(self, principal: Principal, job_id: str) -> ResultTable:
+        return self.jobs.result(principal, job_id)
+
+    # ---- audit -------------------------------------------------------------------------
+    def audit_entries(
+        self, principal: Principal, after_seq: int = -1, limit: int = 1000
+    ) -> list[AuditRecord]:
+        require(principal, AUDITORS, "read the audit log")
+        return self.audit.entries(after_seq, max(1, min(limit, 10_000)))
+
+    def audit_verify(self, principal: Principal) -> VerifyReport:
+        require(principal, AUDITORS, "verify the audit log")
+        return self.audit.verify()
+
+
+def _quota_json(q: QuotaLimits) -> dict[str, int | None]:
+    return {
+        "jobs_per_day": q.jobs_per_day,
+        "jobs_total": q.jobs_total,
+        "rows_per_day": q.rows_per_day,
+        "rows_total": q.rows_total,
+    }
+
+
+__all__ = ["AUDITORS", "STEWARDS", "Sandbox", "coarse", "require"]

@@ -1,0 +1,263 @@
+"""Domain objects: frozen dataclasses shared by client, pipeline and server.
+
+No protobuf type appears here; ``sandbox._wire`` converts between the two.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+Scalar = int | float | str | bool
+"""A typed filter value. Never a data value from the server: only what a researcher typed."""
+
+
+class Role(enum.StrEnum):
+    RESEARCHER = "researcher"
+    STEWARD = "steward"
+    COMPLIANCE = "compliance"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: Role
+
+
+class FilterOp(enum.StrEnum):
+    EQ = "="
+    NE = "!="
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+    IN = "in"
+    BETWEEN = "between"
+
+
+class AggFunc(enum.StrEnum):
+    COUNT = "count"
+    COUNT_DISTINCT = "count_distinct"
+    """Count of distinct persons (the dataset's person key)."""
+    SUM = "sum"
+    MEAN = "mean"
+
+
+@dataclass(frozen=True)
+class Filter:
+    column: str
+    op: FilterOp
+    values: tuple[Scalar, ...]
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    function: AggFunc
+    column: str = ""
+    """Measure column; empty for ``count`` and ``count_distinct``."""
+    alias: str = ""
+
+    @property
+    def name(self) -> str:
+        """Output column name."""
+        if self.alias:
+            return self.alias
+        if self.function in (AggFunc.COUNT, AggFunc.COUNT_DISTINCT):
+            return str(self.function)
+        return f"{self.function}_{self.column}"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The query IR: what a researcher asks, as a structured tree."""
+
+    dataset: str
+    project: str
+    purpose: str
+    aggregates: tuple[Aggregate, ...]
+    group_by: tuple[str, ...] = ()
+    filters: tuple[Filter, ...] = ()
+
+    def canonical(self) -> dict[str, Any]:
+        """A JSON-able canonical form (filters sorted) used for digests and logs."""
+        return {
+            "dataset": self.dataset,
+            "project": self.project,
+            "purpose": self.purpose,
+            "group_by": list(self.group_by),
+            "aggregates": [
+                {"function": str(a.function), "column": a.column, "alias": a.alias}
+                for a in self.aggregates
+            ],
+            "filters": sorted(
+                (
+                    {"column": f.column, "op": str(f.op), "values": [_tagged(v) for v in f.values]}
+                    for f in self.filters
+                ),
+                key=lambda d: json.dumps(d, sort_keys=True),
+            ),
+        }
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical form, hex."""
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _tagged(v: Scalar) -> list[str]:
+    return [type(v).__name__, repr(v)]
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    DENIED = "DENIED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DENIED, JobState.CANCELLED})
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What a caller may know about a job (never data values)."""
+
+    job_id: str
+    request_id: str
+    principal: str
+    spec: JobSpec
+    state: JobState
+    created_at: dt.datetime
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    reason: str = ""
+    """Stable UPPER_SNAKE reason when DENIED/FAILED/CANCELLED."""
+    message: str = ""
+    rule_ids: tuple[str, ...] = ()
+    rows_scanned: int = 0
+    policy_version: str = ""
+    progress: float = 0.0
+
+
+class CellStatus(enum.StrEnum):
+    RELEASED = "released"
+    ROUNDED = "rounded"
+    SUPPRESSED = "suppressed"
+
+
+@dataclass(frozen=True)
+class Cell:
+    value: float | int | None
+    status: CellStatus
+    rule: str = ""
+    """Rule id that changed this cell (e.g. ``disclosure.min_persons``)."""
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    keys: tuple[Scalar | None, ...]
+    cells: tuple[Cell, ...]
+
+
+@dataclass(frozen=True)
+class ResultTable:
+    """A released table: group keys plus aggregate cells, each with a status."""
+
+    key_columns: tuple[str, ...]
+    value_columns: tuple[str, ...]
+    rows: tuple[ResultRow, ...]
+    settings: dict[str, int] = field(default_factory=dict)
+    """Disclosure settings applied (threshold, rounding base)."""
+
+    def digest(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class ColumnRole(enum.StrEnum):
+    IDENTIFIER = "identifier"
+    DIMENSION = "dimension"
+    MEASURE = "measure"
+    HIDDEN = "hidden"
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str
+    role: ColumnRole
+    description: str = ""
+    bins: tuple[float, ...] = ()
+    values: tuple[Scalar, ...] = ()
+    bounds: tuple[float, float] | None = None
+    aggregates: tuple[AggFunc, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    id: str
+    title: str
+    description: str
+    person_key: str
+    population: str
+    row_count: int
+    """Coarse: rounded to two significant figures."""
+    columns: tuple[ColumnInfo, ...] = ()
+    purposes: tuple[str, ...] = ()
+    policy_version: str = ""
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    jobs_per_day: int | None = None
+    jobs_total: int | None = None
+    rows_per_day: int | None = None
+    rows_total: int | None = None
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    project: str
+    limits: QuotaLimits
+    jobs_today: int
+    jobs_total: int
+    rows_today: int
+    rows_total: int
+
+
+@dataclass(frozen=True)
+class Project:
+    id: str
+    title: str
+    members: tuple[str, ...]
+    grants: tuple[tuple[str, str], ...]
+    """(dataset, purpose) pairs the project holds."""
+    expires: dt.date
+    quota: QuotaLimits = QuotaLimits()
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    seq: int
+    entry: dict[str, Any]
+    leaf_hash: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: bool
+    size: int
+    root: str
+    first_bad_seq: int | None = None
+    problem: str = ""

@@ -1,0 +1,431 @@
+"""The job pipeline: authorise → reserve → compute → disclosure control → release → log.
+
+Transport-free: it takes domain objects and a ``Principal`` and raises ``SandboxError``s; the
+gRPC servicer only converts. Every decision and release is appended to the audit log in the
+same transaction as the state change it records, before the caller can observe it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, replace
+from typing import Any
+
+from sandbox._errors import (
+    DisclosureControl,
+    InvalidArgument,
+    InvalidJobSpec,
+    JobCancelled,
+    JobFailed,
+    JobNotFinished,
+    NotFound,
+    PermissionDenied,
+    PolicyDenied,
+    QuotaExceeded,
+    SandboxError,
+)
+from sandbox._model import (
+    Cell,
+    CellStatus,
+    JobInfo,
+    JobSpec,
+    JobState,
+    Principal,
+    ResultRow,
+    ResultTable,
+    Role,
+)
+from sandbox.audit import AuditLog
+from sandbox.disclosure import Settings, check_query_set, protect
+from sandbox.engine import Engine, Plan, plan
+from sandbox.policy import Policy, decide
+from sandbox.state import Catalogue, Database, DatasetRecord, Jobs, Ledger, Projects
+
+Today = Callable[[], dt.date]
+
+
+def _utc_today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+class JobPipeline:
+    def __init__(
+        self,
+        db: Database,
+        engine: Engine,
+        policies: dict[str, Policy],
+        *,
+        workers: int = 2,
+        today: Today = _utc_today,
+    ) -> None:
+        self._db = db
+        self._engine = engine
+        self._policies = policies
+        self._catalogue = Catalogue(db)
+        self._projects = Projects(db)
+        self._jobs = Jobs(db)
+        self._ledger = Ledger()
+        self._audit = AuditLog(db)
+        self._today = today
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-job")
+        self._done = threading.Condition()
+
+    # ---- visibility -------------------------------------------------------------------
+    def visible_dataset(self, principal: Principal, dataset: str) -> DatasetRecord:
+        """The dataset if the caller may see it; otherwise exactly the not-found error."""
+        record = self._catalogue.get(dataset)
+        if record is None or dataset not in self._policies or not self._may_see(principal, dataset):
+            raise NotFound(f"dataset '{dataset}' not found")
+        return record
+
+    def _may_see(self, principal: Principal, dataset: str) -> bool:
+        if principal.role != Role.RESEARCHER:
+            return True
+        return any(
+            principal.name in p.members and any(d == dataset for d, _ in p.grants)
+            for p in self._projects.list()
+        )
+
+    def _visible_job(self, principal: Principal, job_id: str) -> JobInfo:
+        info = self._jobs.get(job_id)
+        if info is None or (principal.role == Role.RESEARCHER and info.principal != principal.name):
+            raise NotFound(f"job '{job_id}' not found")
+        return info
+
+    # ---- submit -----------------------------------------------------------------------
+    def submit(self, principal: Principal, spec: JobSpec, request_id: str = "") -> JobInfo:
+        request_id = request_id or secrets.token_hex(16)
+        if len(request_id) > 128:
+            raise InvalidArgument("request ids are at most 128 characters")
+        existing = self._jobs.by_request(principal.name, request_id)
+        if existing is not None:
+            return self._replay(existing, spec)
+        job_id = secrets.token_hex(16)
+        base = self._entry_fields(principal, spec, job_id)
+        try:
+            if principal.role != Role.RESEARCHER:
+                raise PermissionDenied("only researchers submit jobs", rule_ids=("principal.role",))
+            _check_shape(spec)
+            record = self.visible_dataset(principal, spec.dataset)
+            policy = self._policies[spec.dataset]
+            project = self._projects.get(spec.project)
+            decision = decide(policy, spec, principal, project, self._today())
+            if not decision.allowed:
+                raise PolicyDenied(
+                    "; ".join(r.message for r in decision.reasons), rule_ids=decision.rule_ids
+                )
+            job_plan = plan(spec, record, policy)
+            assert project is not None
+        except SandboxError as exc:
+            self._record_refusal(principal, spec, job_id, request_id, exc, base, "")
+            raise
+        with self._db.write() as conn:
+            existing = self._jobs.by_request(principal.name, request_id)
+            if existing is not None:
+                return self._replay(existing, spec)
+            shortfalls = self._ledger.shortfalls(
+                conn, project.id, project.quota, record.row_count, self._today()
+            )
+            if not shortfalls:
+                self._jobs.insert(
+                    conn,
+                    job_id=job_id,
+                    request_id=request_id,
+                    principal=principal.name,
+                    spec=spec,
+                    state=JobState.QUEUED,
+                    policy_version=policy.version_label,
+                )
+                self._ledger.reserve(conn, project.id, job_id, record.row_count, self._today())
+                self._audit.append(
+                    conn,
+                    "job.accepted",
+                    **base,
+                    decision="allow",
+                    policy_version=policy.version_label,
+                    reserved={"jobs": 1, "rows": record.row_count},
+                )
+        if shortfalls:
+            exc = QuotaExceeded(
+                "; ".join(s.message for s in shortfalls),
+                rule_ids=tuple(s.rule_id for s in shortfalls),
+            )
+            self._record_refusal(
+                principal, spec, job_id, request_id, exc, base, policy.version_label
+            )
+            raise exc
+        self._executor.submit(self._execute, job_id, job_plan, record, policy)
+        info = self._jobs.get(job_id)
+        assert info is not None
+        return info
+
+    def _replay(self, existing: JobInfo, spec: JobSpec) -> JobInfo:
+        if existing.spec.digest() != spec.digest():
+            raise InvalidArgument("request id was already used for a different job")
+        return existing
+
+    def _entry_fields(self, principal: Principal, spec: JobSpec, job_id: str) -> dict[str, Any]:
+        return {
+            "actor": principal.name,
+            "role": str(principal.role),
+            "job_id": job_id,
+            "dataset": spec.dataset,
+            "project": spec.project,
+            "purpose": spec.purpose,
+            "spec_digest": spec.digest(),
+            "spec": spec.canonical(),
+        }
+
+    def _record_refusal(
+        self,
+        principal: Principal,
+        spec: JobSpec,
+        job_id: str,
+        request_id: str,
+        exc: SandboxError,
+        base: dict[str, Any],
+        policy_version: str,
+    ) -> None:
+        """Log a refusal (and keep a DENIED job record) before the caller sees the error."""
+        exc.job_id = job_id
+        with self._db.write() as conn:
+            try:
+                self._jobs.insert(
+                    conn,
+                    job_id=job_id,
+                    request_id=request_id,
+                    principal=principal.name,
+                    spec=spec,
+                    state=JobState.DENIED,
+                    policy_version=policy_version,
+                    reason=exc.reason,
+                    message=exc.message,
+                    rule_ids=exc.rule_ids,
+                )
+            except sqlite3.IntegrityError:
+                pass  # a concurrent submit with the same request id recorded it
+            self._audit.append(
+                conn,
+                "job.denied",
+                **base,
+                decision="deny",
+                reason=exc.reason,
+                rule_ids=list(exc.rule_ids),
+                message=exc.message,
+                policy_version=policy_version,
+            )
+
+    # ---- execute (worker threads) -----------------------------------------------------
+    def _execute(self, job_id: str, job_plan: Plan, record: DatasetRecord, policy: Policy) -> None:
+        try:
+            with self._db.write() as conn:
+                if not self._jobs.start(conn, job_id):
+                    return  # cancelled while queued
+            info = self._jobs.get(job_id)
+            assert info is not None
+            raw = self._engine.run(job_id, job_plan)
+            check_query_set(raw, record.persons, policy.disclosure.min_persons_per_cell)
+            table = protect(
+                raw,
+                info.spec,
+                job_plan.key_spaces,
+                Settings(
+                    min_persons=policy.disclosure.min_persons_per_cell,
+                    rounding_base=policy.disclosure.rounding_base,
+                    max_groups=policy.limits.max_groups,
+                ),
+            )
+            self._release(info, table, record.row_count)
+        except (DisclosureControl, PolicyDenied) as exc:
+            self._finish_unreleased(job_id, JobState.DENIED, exc, record.row_count)
+        except JobCancelled as exc:
+            self._finish_unreleased(job_id, JobState.CANCELLED, exc, record.row_count)
+        except SandboxError as exc:
+            self._finish_unreleased(job_id, JobState.FAILED, exc, record.row_count)
+        except Exception as exc:  # never leak internals: record the type only
+            failure = JobFailed(f"internal error ({type(exc).__name__})", job_id=job_id)
+            self._finish_unreleased(job_id, JobState.FAILED, failure, record.row_count)
+        finally:
+            with self._done:
+                self._done.notify_all()
+
+    def _release(self, info: JobInfo, table: ResultTable, rows: int) -> None:
+        blob = json.dumps(_table_to_json(table)).encode()
+        digest = table.digest()
+        statuses = [c.status for r in table.rows for c in r.cells]
+        with self._db.write() as conn:
+            self._ledger.commit(conn, info.job_id, rows)
+            self._jobs.finish(
+                conn,
+                info.job_id,
+                JobState.SUCCEEDED,
+                rows_scanned=rows,
+                result=blob,
+                result_digest=digest,
+            )
+            self._audit.append(
+                conn,
+                "job.released",
+                **self._entry_fields(_principal_of(info), info.spec, info.job_id),
+                policy_version=info.policy_version,
+                charged={"jobs": 1, "rows": rows},
+                result_digest=digest,
+                cells={s.value: statuses.count(s) for s in CellStatus},
+            )
+
+    def _finish_unreleased(
+        self, job_id: str, state: JobState, exc: SandboxError, rows: int
+    ) -> None:
+        """End a job without a release; charge it if data was read, else free the quota."""
+        info = self._jobs.get(job_id)
+        assert info is not None
+        with self._db.write() as conn:
+            read = self._jobs.data_read(conn, job_id)
+            if read:
+                self._ledger.commit(conn, job_id, rows)
+            else:
+                self._ledger.release(conn, job_id)
+            self._jobs.finish(
+                conn,
+                job_id,
+                state,
+                reason=exc.reason,
+                message=exc.message,
+                rule_ids=exc.rule_ids,
+                rows_scanned=rows if read else 0,
+            )
+            self._audit.append(
+                conn,
+                f"job.{state.value.lower()}",
+                **self._entry_fields(_principal_of(info), info.spec, job_id),
+                decision="deny" if state == JobState.DENIED else "none",
+                reason=exc.reason,
+                rule_ids=list(exc.rule_ids),
+                message=exc.message,
+                charged={"jobs": 1, "rows": rows} if read else {"jobs": 0, "rows": 0},
+            )
+
+    # ---- queries ----------------------------------------------------------------------
+    def get(self, principal: Principal, job_id: str) -> JobInfo:
+        info = self._visible_job(principal, job_id)
+        if info.state == JobState.RUNNING:
+            return replace(info, progress=self._engine.progress(job_id))
+        return replace(info, progress=1.0) if info.state.terminal else info
+
+    def wait(self, principal: Principal, job_id: str, timeout: float) -> JobInfo:
+        deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max(0.0, timeout))
+        while True:
+            info = self.get(principal, job_id)
+            left = (deadline - dt.datetime.now(dt.UTC)).total_seconds()
+            if info.state.terminal or left <= 0:
+                return info
+            with self._done:
+                self._done.wait(min(left, 0.25))
+
+    def cancel(self, principal: Principal, job_id: str) -> JobInfo:
+        info = self._visible_job(principal, job_id)
+        if principal.role not in (Role.RESEARCHER, Role.ADMIN):
+            raise PermissionDenied("only the submitting researcher or an admin cancels a job")
+        if info.state == JobState.QUEUED:
+            with self._db.write() as conn:
+                current = self._jobs.get(job_id, conn)
+                if current is not None and current.state == JobState.QUEUED:
+                    self._ledger.release(conn, job_id)
+                    self._jobs.finish(
+                        conn, job_id, JobState.CANCELLED, reason=JobCancelled.reason,
+                        message="cancelled while queued",
+                    )
+                    self._audit.append(
+                        conn,
+                        "job.cancelled",
+                        **self._entry_fields(principal, info.spec, job_id),
+                        charged={"jobs": 0, "rows": 0},
+                    )
+            with self._done:
+                self._done.notify_all()
+        elif info.state == JobState.RUNNING:
+            self._engine.interrupt(job_id)
+        return self.get(principal, job_id)
+
+    def list(self, principal: Principal, project: str = "", limit: int = 100) -> list[JobInfo]:
+        owner = principal.name if principal.role == Role.RESEARCHER else None
+        return self._jobs.list(owner, project, max(1, min(limit, 1000)))
+
+    def result(self, principal: Principal, job_id: str) -> ResultTable:
+        info = self._visible_job(principal, job_id)
+        if info.state != JobState.SUCCEEDED:
+            if info.state.terminal:
+                raise JobNotFinished(f"job ended as {info.state.value}: no result", job_id=job_id)
+            raise JobNotFinished(f"job is {info.state.value}", job_id=job_id)
+        blob = self._jobs.result(job_id)
+        if blob is None:
+            raise JobFailed("result missing", job_id=job_id)
+        return _table_from_json(json.loads(blob))
+
+    # ---- lifecycle --------------------------------------------------------------------
+    def recover(self) -> None:
+        """After a restart: fail jobs that were mid-read, re-queue those never started."""
+        for info in self._jobs.with_state(JobState.RUNNING):
+            record = self._catalogue.get(info.spec.dataset)
+            self._finish_unreleased(
+                info.job_id,
+                JobState.FAILED,
+                JobFailed("server restarted while the job was running"),
+                record.row_count if record else 0,
+            )
+        for info in self._jobs.with_state(JobState.QUEUED):
+            record = self._catalogue.get(info.spec.dataset)
+            policy = self._policies.get(info.spec.dataset)
+            if record is None or policy is None:
+                self._finish_unreleased(
+                    info.job_id, JobState.FAILED, JobFailed("dataset no longer registered"), 0
+                )
+                continue
+            try:
+                job_plan = plan(info.spec, record, policy)
+            except SandboxError as exc:
+                self._finish_unreleased(info.job_id, JobState.FAILED, exc, 0)
+                continue
+            self._executor.submit(self._execute, info.job_id, job_plan, record, policy)
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._executor.shutdown(wait=wait, cancel_futures=True)
+
+
+def _check_shape(spec: JobSpec) -> None:
+    if not spec.dataset or not spec.project or not spec.purpose:
+        raise InvalidJobSpec("a job needs a dataset, a project and a purpose")
+    if not spec.aggregates:
+        raise InvalidJobSpec("a job needs at least one aggregate")
+    names = [a.name for a in spec.aggregates]
+    if len(set(names)) != len(names) or set(names) & set(spec.group_by):
+        raise InvalidJobSpec("output column names must be unique (set an alias)")
+
+
+def _principal_of(info: JobInfo) -> Principal:
+    return Principal(info.principal, Role.RESEARCHER)
+
+
+def _table_to_json(table: ResultTable) -> dict[str, Any]:
+    return asdict(table)
+
+
+def _table_from_json(data: dict[str, Any]) -> ResultTable:
+    return ResultTable(
+        key_columns=tuple(data["key_columns"]),
+        value_columns=tuple(data["value_columns"]),
+        rows=tuple(
+            ResultRow(
+                keys=tuple(r["keys"]),
+                cells=tuple(Cell(c["value"], CellStatus(c["status"]), c["rule"]) for c in r["cells"]),
+            )
+            for r in data["rows"]
+        ),
+        settings=dict(data["settings"]),
+    )

@@ -1,0 +1,374 @@
+"""The one module that converts between protobuf messages and domain objects.
+
+Used by the server's servicer and by the client; nothing else imports generated code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable, Iterator
+
+from sandbox._errors import InvalidArgument, InvalidJobSpec
+from sandbox._model import (
+    Aggregate,
+    AggFunc,
+    Cell,
+    CellStatus,
+    ColumnInfo,
+    ColumnRole,
+    DatasetInfo,
+    Filter,
+    FilterOp,
+    JobInfo,
+    JobSpec,
+    JobState,
+    Project,
+    QuotaLimits,
+    QuotaUsage,
+    ResultRow,
+    ResultTable,
+    Scalar,
+)
+from sandbox.api.v1 import catalog_pb2, common_pb2, jobs_pb2, projects_pb2
+
+_OPS = {
+    FilterOp.EQ: jobs_pb2.FILTER_OP_EQ,
+    FilterOp.NE: jobs_pb2.FILTER_OP_NE,
+    FilterOp.LT: jobs_pb2.FILTER_OP_LT,
+    FilterOp.LE: jobs_pb2.FILTER_OP_LE,
+    FilterOp.GT: jobs_pb2.FILTER_OP_GT,
+    FilterOp.GE: jobs_pb2.FILTER_OP_GE,
+    FilterOp.IN: jobs_pb2.FILTER_OP_IN,
+    FilterOp.BETWEEN: jobs_pb2.FILTER_OP_BETWEEN,
+}
+_OPS_BACK = {v: k for k, v in _OPS.items()}
+_FUNCS = {
+    AggFunc.COUNT: jobs_pb2.AGGREGATE_FUNCTION_COUNT,
+    AggFunc.COUNT_DISTINCT: jobs_pb2.AGGREGATE_FUNCTION_COUNT_DISTINCT,
+    AggFunc.SUM: jobs_pb2.AGGREGATE_FUNCTION_SUM,
+    AggFunc.MEAN: jobs_pb2.AGGREGATE_FUNCTION_MEAN,
+}
+_FUNCS_BACK = {v: k for k, v in _FUNCS.items()}
+_STATES = {
+    JobState.QUEUED: jobs_pb2.JOB_STATE_QUEUED,
+    JobState.RUNNING: jobs_pb2.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: jobs_pb2.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: jobs_pb2.JOB_STATE_FAILED,
+    JobState.DENIED: jobs_pb2.JOB_STATE_DENIED,
+    JobState.CANCELLED: jobs_pb2.JOB_STATE_CANCELLED,
+}
+_STATES_BACK = {v: k for k, v in _STATES.items()}
+_CELLS = {
+    CellStatus.RELEASED: jobs_pb2.CELL_STATUS_RELEASED,
+    CellStatus.ROUNDED: jobs_pb2.CELL_STATUS_ROUNDED,
+    CellStatus.SUPPRESSED: jobs_pb2.CELL_STATUS_SUPPRESSED,
+}
+_CELLS_BACK = {v: k for k, v in _CELLS.items()}
+MAX_VALUES_PER_FILTER = 1000
+
+
+# ---- values -------------------------------------------------------------------------------
+def value_to_pb(v: Scalar | None) -> common_pb2.Value:
+    if v is None:
+        return common_pb2.Value(null_value=True)
+    if isinstance(v, bool):
+        return common_pb2.Value(bool_value=v)
+    if isinstance(v, int):
+        return common_pb2.Value(int_value=v)
+    if isinstance(v, float):
+        return common_pb2.Value(float_value=v)
+    if isinstance(v, str):
+        return common_pb2.Value(string_value=v)
+    if isinstance(v, dt.date):
+        return common_pb2.Value(string_value=v.isoformat())
+    raise InvalidJobSpec(f"unsupported value type {type(v).__name__}")
+
+
+def value_from_pb(v: common_pb2.Value) -> Scalar | None:
+    kind = v.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    out: Scalar = getattr(v, kind)
+    return out
+
+
+# ---- job spec -----------------------------------------------------------------------------
+def spec_to_pb(spec: JobSpec) -> jobs_pb2.JobSpec:
+    return jobs_pb2.JobSpec(
+        dataset=spec.dataset,
+        project=spec.project,
+        purpose=spec.purpose,
+        group_by=list(spec.group_by),
+        aggregates=[
+            jobs_pb2.Aggregate(function=_FUNCS[a.function], column=a.column, alias=a.alias)
+            for a in spec.aggregates
+        ],
+        filters=[
+            jobs_pb2.Filter(column=f.column, op=_OPS[f.op], values=[value_to_pb(v) for v in f.values])
+            for f in spec.filters
+        ],
+    )
+
+
+def spec_from_pb(pb: jobs_pb2.JobSpec) -> JobSpec:
+    """Validate and convert; unknown enum values or null/NaN filter values are refused."""
+    filters = []
+    for f in pb.filters:
+        if f.op not in _OPS_BACK:
+            raise InvalidJobSpec(f"filter on column '{f.column}' has an unknown operator")
+        if len(f.values) > MAX_VALUES_PER_FILTER:
+            raise InvalidJobSpec(f"filter on column '{f.column}' has too many values")
+        values = []
+        for v in f.values:
+            scalar = value_from_pb(v)
+            if scalar is None or (isinstance(scalar, float) and not math.isfinite(scalar)):
+                raise InvalidJobSpec(f"filter on column '{f.column}' has a missing or NaN value")
+            values.append(scalar)
+        filters.append(Filter(f.column, _OPS_BACK[f.op], tuple(values)))
+    aggregates = []
+    for a in pb.aggregates:
+        if a.function not in _FUNCS_BACK:
+            raise InvalidJobSpec("an aggregate has an unknown function")
+        aggregates.append(Aggregate(_FUNCS_BACK[a.function], a.column, a.alias))
+    return JobSpec(
+        dataset=pb.dataset,
+        project=pb.project,
+        purpose=pb.purpose,
+        group_by=tuple(pb.group_by),
+        aggregates=tuple(aggregates),
+        filters=tuple(filters),
+    )
+
+
+# ---- jobs ---------------------------------------------------------------------------------
+def _us(t: dt.datetime | None) -> int:
+    return int(t.timestamp() * 1_000_000) if t else 0
+
+
+def _from_us(us: int) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(us / 1_000_000, dt.UTC) if us else None
+
+
+def job_to_pb(info: JobInfo) -> jobs_pb2.Job:
+    return jobs_pb2.Job(
+        job_id=info.job_id,
+        request_id=info.request_id,
+        principal=info.principal,
+        spec=spec_to_pb(info.spec),
+        state=_STATES[info.state],
+        reason=info.reason,
+        message=info.message,
+        rule_ids=list(info.rule_ids),
+        created_at_us=_us(info.created_at),
+        started_at_us=_us(info.started_at),
+        finished_at_us=_us(info.finished_at),
+        rows_scanned=info.rows_scanned,
+        policy_version=info.policy_version,
+        progress=info.progress,
+    )
+
+
+def job_from_pb(pb: jobs_pb2.Job) -> JobInfo:
+    created = _from_us(pb.created_at_us) or dt.datetime.now(dt.UTC)
+    return JobInfo(
+        job_id=pb.job_id,
+        request_id=pb.request_id,
+        principal=pb.principal,
+        spec=spec_from_pb(pb.spec),
+        state=_STATES_BACK.get(pb.state, JobState.FAILED),
+        created_at=created,
+        started_at=_from_us(pb.started_at_us),
+        finished_at=_from_us(pb.finished_at_us),
+        reason=pb.reason,
+        message=pb.message,
+        rule_ids=tuple(pb.rule_ids),
+        rows_scanned=pb.rows_scanned,
+        policy_version=pb.policy_version,
+        progress=pb.progress,
+    )
+
+
+# ---- results ------------------------------------------------------------------------------
+def result_to_chunks(table: ResultTable, rows_per_chunk: int = 2000) -> Iterator[jobs_pb2.ResultChunk]:
+    rows = [
+        jobs_pb2.ResultRow(
+            keys=[value_to_pb(k) for k in r.keys],
+            cells=[
+                jobs_pb2.Cell(
+                    has_value=c.value is not None,
+                    value=float(c.value) if c.value is not None else 0.0,
+                    status=_CELLS[c.status],
+                    rule=c.rule,
+                )
+                for c in r.cells
+            ],
+        )
+        for r in table.rows
+    ]
+    yield jobs_pb2.ResultChunk(
+        key_columns=list(table.key_columns),
+        value_columns=list(table.value_columns),
+        settings=dict(table.settings),
+        rows=rows[:rows_per_chunk],
+        result_digest=table.digest(),
+    )
+    for start in range(rows_per_chunk, len(rows), rows_per_chunk):
+        yield jobs_pb2.ResultChunk(rows=rows[start : start + rows_per_chunk])
+
+
+def result_from_chunks(chunks: Iterable[jobs_pb2.ResultChunk]) -> tuple[ResultTable, str]:
+    header: jobs_pb2.ResultChunk | None = None
+    rows: list[ResultRow] = []
+    for chunk in chunks:
+        if header is None:
+            header = chunk
+        for r in chunk.rows:
+            rows.append(
+                ResultRow(
+                    keys=tuple(value_from_pb(k) for k in r.keys),
+                    cells=tuple(
+                        Cell(
+                            c.value if c.has_value else None,
+                            _CELLS_BACK.get(c.status, CellStatus.SUPPRESSED),
+                            c.rule,
+                        )
+                        for c in r.cells
+                    ),
+                )
+            )
+    if header is None:
+        raise InvalidJobSpec("empty result stream")
+    table = ResultTable(
+        key_columns=tuple(header.key_columns),
+        value_columns=tuple(header.value_columns),
+        rows=tuple(rows),
+        settings=dict(header.settings),
+    )
+    return table, header.result_digest
+
+
+# ---- catalogue ----------------------------------------------------------------------------
+def dataset_to_pb(info: DatasetInfo) -> catalog_pb2.Dataset:
+    return catalog_pb2.Dataset(
+        id=info.id,
+        title=info.title,
+        description=info.description,
+        person_key=info.person_key,
+        population=info.population,
+        row_count=info.row_count,
+        purposes=list(info.purposes),
+        policy_version=info.policy_version,
+        columns=[
+            catalog_pb2.Column(
+                name=c.name,
+                type=c.type,
+                role=str(c.role),
+                description=c.description,
+                bins=list(c.bins),
+                values=[value_to_pb(v) for v in c.values],
+                has_bounds=c.bounds is not None,
+                lower_bound=c.bounds[0] if c.bounds else 0.0,
+                upper_bound=c.bounds[1] if c.bounds else 0.0,
+                aggregates=[str(a) for a in c.aggregates],
+            )
+            for c in info.columns
+        ],
+    )
+
+
+def dataset_from_pb(pb: catalog_pb2.Dataset) -> DatasetInfo:
+    return DatasetInfo(
+        id=pb.id,
+        title=pb.title,
+        description=pb.description,
+        person_key=pb.person_key,
+        population=pb.population,
+        row_count=pb.row_count,
+        purposes=tuple(pb.purposes),
+        policy_version=pb.policy_version,
+        columns=tuple(
+            ColumnInfo(
+                name=c.name,
+                type=c.type,
+                role=ColumnRole(c.role),
+                description=c.description,
+                bins=tuple(c.bins),
+                values=tuple(v for v in (value_from_pb(x) for x in c.values) if v is not None),
+                bounds=(c.lower_bound, c.upper_bound) if c.has_bounds else None,
+                aggregates=tuple(AggFunc(a) for a in c.aggregates),
+            )
+            for c in pb.columns
+        ),
+    )
+
+
+# ---- projects -----------------------------------------------------------------------------
+def quota_to_pb(q: QuotaLimits) -> projects_pb2.QuotaLimits:
+    pb = projects_pb2.QuotaLimits()
+    for name in ("jobs_per_day", "jobs_total", "rows_per_day", "rows_total"):
+        value = getattr(q, name)
+        if value is not None:
+            setattr(pb, name, value)
+    return pb
+
+
+def quota_from_pb(pb: projects_pb2.QuotaLimits) -> QuotaLimits:
+    def opt(name: str) -> int | None:
+        return int(getattr(pb, name)) if pb.HasField(name) else None
+
+    return QuotaLimits(
+        jobs_per_day=opt("jobs_per_day"),
+        jobs_total=opt("jobs_total"),
+        rows_per_day=opt("rows_per_day"),
+        rows_total=opt("rows_total"),
+    )
+
+
+def project_to_pb(p: Project) -> projects_pb2.Project:
+    return projects_pb2.Project(
+        id=p.id,
+        title=p.title,
+        members=list(p.members),
+        grants=[projects_pb2.Grant(dataset=d, purpose=u) for d, u in p.grants],
+        expires=p.expires.isoformat(),
+        quota=quota_to_pb(p.quota),
+    )
+
+
+def project_from_pb(pb: projects_pb2.Project) -> Project:
+    try:
+        expires = dt.date.fromisoformat(pb.expires)
+    except ValueError:
+        raise InvalidArgument("project expiry must be an ISO date (YYYY-MM-DD)") from None
+    return Project(
+        id=pb.id,
+        title=pb.title,
+        members=tuple(pb.members),
+        grants=tuple((g.dataset, g.purpose) for g in pb.grants),
+        expires=expires,
+        quota=quota_from_pb(pb.quota),
+    )
+
+
+def usage_to_pb(u: QuotaUsage) -> projects_pb2.QuotaUsage:
+    return projects_pb2.QuotaUsage(
+        project=u.project,
+        limits=quota_to_pb(u.limits),
+        jobs_today=u.jobs_today,
+        jobs_total=u.jobs_total,
+        rows_today=u.rows_today,
+        rows_total=u.rows_total,
+    )
+
+
+def usage_from_pb(pb: projects_pb2.QuotaUsage) -> QuotaUsage:
+    return QuotaUsage(
+        project=pb.project,
+        limits=quota_from_pb(pb.limits),
+        jobs_today=pb.jobs_today,
+        jobs_total=pb.jobs_total,
+        rows_today=pb.rows_today,
+        rows_total=pb.rows_total,
+    )
+

@@ -1,0 +1,307 @@
+"""The researcher's (and steward's, and reviewer's) Python client."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from sandbox import _wire as wire
+from sandbox._errors import JobCancelled, JobFailed, SandboxError, Timeout, error_for_reason
+from sandbox._model import (
+    AuditRecord,
+    DatasetInfo,
+    JobInfo,
+    JobSpec,
+    JobState,
+    Project,
+    QuotaLimits,
+    QuotaUsage,
+    VerifyReport,
+)
+from sandbox.api.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    projects_pb2,
+    projects_pb2_grpc,
+)
+from sandbox.client._errors import raise_from_rpc
+from sandbox.client._query import Query
+from sandbox.client._result import Result
+from sandbox.client._sql import sql_to_spec
+
+T = TypeVar("T")
+_WAIT_SLICE_S = 10.0
+
+
+@dataclass(frozen=True)
+class TLS:
+    """TLS settings: a CA bundle to trust, and optionally a client certificate (mutual TLS)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str = ""
+
+
+class Client:
+    """Connect to a sandbox server.
+
+    Args:
+        target: ``host:port``.
+        token: bearer token printed by ``sandbox principals add``.
+        tls: ``True`` for the system trust store, a ``TLS`` for a private CA / client cert,
+            ``None``/``False`` for plaintext (local use only).
+        timeout: default deadline in seconds for each call.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        tls: bool | TLS | None = None,
+        timeout: float = 30.0,
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 60_000),
+        ]
+        if tls:
+            settings = tls if isinstance(tls, TLS) else TLS()
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=settings.ca.read_bytes() if settings.ca else None,
+                private_key=settings.key.read_bytes() if settings.key else None,
+                certificate_chain=settings.cert.read_bytes() if settings.cert else None,
+            )
+            if settings.server_name:
+                options.append(("grpc.ssl_target_name_override", settings.server_name))
+            self._channel = grpc.secure_channel(target, creds, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._timeout = timeout
+        self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channel)
+        self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
+        self._projects = projects_pb2_grpc.ProjectServiceStub(self._channel)
+        self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
+
+    # ---- plumbing ----------------------------------------------------------------------
+    def _call(self, method: Callable[..., T], request: Any, timeout: float | None = None) -> T:
+        try:
+            return method(request, timeout=timeout or self._timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise_from_rpc(exc)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- catalogue ---------------------------------------------------------------------
+    def datasets(self) -> list[DatasetInfo]:
+        resp = self._call(self._catalog.ListDatasets, catalog_pb2.ListDatasetsRequest())
+        return [wire.dataset_from_pb(d) for d in resp.datasets]
+
+    def describe(self, dataset: str) -> DatasetInfo:
+        req = catalog_pb2.DescribeDatasetRequest(dataset=dataset)
+        return wire.dataset_from_pb(self._call(self._catalog.DescribeDataset, req))
+
+    def register_dataset(self, dataset: str) -> DatasetInfo:
+        """Steward: register (or refresh) a dataset from its policy file on the server."""
+        req = catalog_pb2.RegisterDatasetRequest(dataset=dataset)
+        return wire.dataset_from_pb(self._call(self._catalog.RegisterDataset, req, timeout=600))
+
+    # ---- jobs --------------------------------------------------------------------------
+    def query(self, dataset: str) -> Query:
+        """Start a query builder: ``client.query("residents").where(...).group_by(...)``."""
+        return Query(dataset)
+
+    def _spec(self, job: JobSpec | Query, project: str | None, purpose: str | None) -> JobSpec:
+        if isinstance(job, JobSpec):
+            return job
+        if not project or not purpose:
+            raise SandboxError("a query needs project= and purpose=")
+        return job.to_spec(project=project, purpose=purpose)
+
+    def submit(
+        self,
+        job: JobSpec | Query,
+        *,
+        project: str | None = None,
+        purpose: str | None = None,
+        request_id: str | None = None,
+    ) -> Job:
+        """Submit a job; returns at once with a handle. Idempotent on ``request_id``."""
+        spec = self._spec(job, project, purpose)
+        req = jobs_pb2.SubmitJobRequest(
+            request_id=request_id or secrets.token_hex(16), spec=wire.spec_to_pb(spec)
+        )
+        return Job(self, wire.job_from_pb(self._call(self._jobs.SubmitJob, req)))
+
+    def run(
+        self,
+        job: JobSpec | Query,
+        *,
+        project: str | None = None,
+        purpose: str | None = None,
+        timeout: float | None = None,
+        progress: bool = False,
+    ) -> Result:
+        """Submit and block until the released result is available."""
+        return self.submit(job, project=project, purpose=purpose).result(timeout, progress=progress)
+
+    def sql(
+        self,
+        sql: str,
+        *,
+        project: str,
+        purpose: str,
+        timeout: float | None = None,
+        progress: bool = False,
+    ) -> Result:
+        """Run a query written in the documented SQL subset (see docs/sql.md)."""
+        spec = sql_to_spec(sql, project=project, purpose=purpose)
+        return self.run(spec, timeout=timeout, progress=progress)
+
+    def job(self, job_id: str) -> Job:
+        return Job(self, self._get(job_id))
+
+    def jobs(self, project: str = "", limit: int = 100) -> list[JobInfo]:
+        req = jobs_pb2.ListJobsRequest(project=project, limit=limit)
+        return [wire.job_from_pb(j) for j in self._call(self._jobs.ListJobs, req).jobs]
+
+    def _get(self, job_id: str) -> JobInfo:
+        return wire.job_from_pb(self._call(self._jobs.GetJob, jobs_pb2.GetJobRequest(job_id=job_id)))
+
+    def _wait(self, job_id: str, seconds: float) -> JobInfo:
+        req = jobs_pb2.WaitJobRequest(job_id=job_id, timeout_seconds=seconds)
+        return wire.job_from_pb(self._call(self._jobs.WaitJob, req, timeout=seconds + 10).job)
+
+    def _cancel(self, job_id: str) -> JobInfo:
+        req = jobs_pb2.CancelJobRequest(job_id=job_id)
+        return wire.job_from_pb(self._call(self._jobs.CancelJob, req))
+
+    def _result(self, job_id: str) -> Result:
+        req = jobs_pb2.GetResultRequest(job_id=job_id)
+        try:
+            stream = self._jobs.GetResult(req, timeout=self._timeout, metadata=self._metadata)
+            table, digest = wire.result_from_chunks(stream)
+        except grpc.RpcError as exc:
+            raise_from_rpc(exc)
+        return Result(job_id, table, digest)
+
+    # ---- projects ----------------------------------------------------------------------
+    def quota(self, project: str) -> QuotaUsage:
+        req = projects_pb2.GetQuotaRequest(project=project)
+        return wire.usage_from_pb(self._call(self._projects.GetQuota, req))
+
+    def projects(self) -> list[Project]:
+        resp = self._call(self._projects.ListProjects, projects_pb2.ListProjectsRequest())
+        return [wire.project_from_pb(p) for p in resp.projects]
+
+    def create_project(self, project: Project) -> Project:
+        req = projects_pb2.CreateProjectRequest(project=wire.project_to_pb(project))
+        return wire.project_from_pb(self._call(self._projects.CreateProject, req))
+
+    def set_quota(self, project: str, quota: QuotaLimits) -> Project:
+        req = projects_pb2.SetQuotaRequest(project=project, quota=wire.quota_to_pb(quota))
+        return wire.project_from_pb(self._call(self._projects.SetQuota, req))
+
+    # ---- audit -------------------------------------------------------------------------
+    def audit_entries(self, after_seq: int = -1, limit: int = 1000) -> list[AuditRecord]:
+        req = audit_pb2.ListAuditEntriesRequest(after_seq=after_seq, limit=limit)
+        resp = self._call(self._audit.ListAuditEntries, req)
+        return [AuditRecord(e.seq, json.loads(e.canonical_json), e.leaf_hash) for e in resp.entries]
+
+    def audit_verify(self) -> VerifyReport:
+        resp = self._call(self._audit.VerifyAuditLog, audit_pb2.VerifyAuditLogRequest(), 600)
+        return VerifyReport(
+            ok=resp.ok,
+            size=resp.size,
+            root=resp.root,
+            first_bad_seq=resp.first_bad_seq if resp.has_first_bad_seq else None,
+            problem=resp.problem,
+        )
+
+
+class Job:
+    """A future-like handle on a submitted job."""
+
+    def __init__(self, client: Client, info: JobInfo) -> None:
+        self._client = client
+        self.info = info
+
+    @property
+    def job_id(self) -> str:
+        return self.info.job_id
+
+    @property
+    def state(self) -> JobState:
+        """Current state (refreshed from the server unless already terminal)."""
+        if not self.info.state.terminal:
+            self.info = self._client._get(self.job_id)
+        return self.info.state
+
+    def done(self) -> bool:
+        return self.state.terminal
+
+    def cancel(self) -> bool:
+        """Ask the server to cancel; True if the job ends up cancelled."""
+        self.info = self._client._cancel(self.job_id)
+        if not self.info.state.terminal:
+            self.wait(timeout=30)
+        return self.info.state == JobState.CANCELLED
+
+    def wait(self, timeout: float | None = None, *, progress: bool = False) -> JobInfo:
+        """Block (server long-poll) until the job ends or ``timeout`` seconds pass."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar: Any = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=100, desc=f"job {self.job_id[:8]}", unit="%")
+        try:
+            while not self.info.state.terminal:
+                left = _WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.info = self._client._wait(self.job_id, min(left, _WAIT_SLICE_S))
+                if bar is not None:
+                    bar.set_postfix_str(self.info.state.value)
+                    bar.update(max(0, int(self.info.progress * 100) - bar.n))
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.info
+
+    def result(self, timeout: float | None = None, *, progress: bool = False) -> Result:
+        """Wait for the job, then fetch its released result; raises if it did not succeed."""
+        info = self.wait(timeout, progress=progress)
+        if info.state == JobState.SUCCEEDED:
+            return self._client._result(self.job_id)
+        if not info.state.terminal:
+            raise Timeout(f"job {self.job_id} still {info.state.value}", job_id=self.job_id)
+        if info.state == JobState.CANCELLED:
+            raise JobCancelled(info.message or "job was cancelled", job_id=self.job_id)
+        cls = error_for_reason(info.reason) if info.reason else JobFailed
+        raise cls(info.message, rule_ids=info.rule_ids, job_id=self.job_id)
+
+    def __repr__(self) -> str:
+        return f"Job(job_id={self.job_id!r}, state={self.info.state.value})"

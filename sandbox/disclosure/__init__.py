@@ -1,0 +1,21 @@
+"""Disclosure control applied on the server to every result before release."""
+
+from sandbox.disclosure._threshold import (
+    RULE_MAX_GROUPS,
+    RULE_MIN_PERSONS,
+    RULE_QUERY_SET,
+    RULE_ROUNDING,
+    Settings,
+    check_query_set,
+    protect,
+)
+
+__all__ = [
+    "RULE_MAX_GROUPS",
+    "RULE_MIN_PERSONS",
+    "RULE_QUERY_SET",
+    "RULE_ROUNDING",
+    "Settings",
+    "check_query_set",
+    "protect",
+]

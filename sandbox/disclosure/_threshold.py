@@ -1,0 +1,101 @@
+"""First layer of disclosure control: query-set size, cell thresholds, rounding.
+
+Thresholds count distinct persons (the dataset's person key), never rows. Cells below the
+threshold are kept in the table and marked suppressed; they are never silently dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from sandbox._errors import DisclosureControl, PolicyDenied
+from sandbox._model import AggFunc, Cell, CellStatus, JobSpec, ResultRow, ResultTable, Scalar
+from sandbox.engine import KeySpace, RawCell, RawTable
+
+RULE_QUERY_SET = "disclosure.query_set"
+RULE_MIN_PERSONS = "disclosure.min_persons"
+RULE_ROUNDING = "disclosure.rounding"
+RULE_MAX_GROUPS = "limits.max_groups"
+
+
+@dataclass(frozen=True)
+class Settings:
+    min_persons: int
+    rounding_base: int
+    max_groups: int
+
+
+def check_query_set(raw: RawTable, total_persons: int, min_persons: int) -> None:
+    """Refuse a filter whose matching set or complement holds fewer than k persons.
+
+    The refusal is identical whether the set holds 0 or k-1 persons, so it cannot tell
+    whether a singled-out person exists.
+    """
+    if raw.query_set_persons is None:
+        return
+    matched = raw.query_set_persons
+    if matched < min_persons or total_persons - matched < min_persons:
+        raise DisclosureControl(
+            f"the filters select too few persons, or leave too few outside them "
+            f"(each side must hold at least {min_persons} persons)",
+            rule_ids=(RULE_QUERY_SET,),
+        )
+
+
+def _round(value: float, base: int) -> float:
+    return float(base * int(value / base + (0.5 if value >= 0 else -0.5)))
+
+
+def protect(
+    raw: RawTable, spec: JobSpec, key_spaces: tuple[KeySpace, ...], settings: Settings
+) -> ResultTable:
+    """Apply thresholds and rounding; every public key combination appears as a row."""
+    cells: dict[tuple[Scalar | None, ...], RawCell] = {c.keys: c for c in raw.cells}
+    if key_spaces and all(ks.labels is not None for ks in key_spaces):
+        declared = list(itertools.product(*(ks.labels or () for ks in key_spaces)))
+        extra = sorted((k for k in cells if k not in set(declared)), key=_sort_key)
+        keys = declared + extra
+    else:
+        keys = sorted(cells, key=_sort_key)
+    if not key_spaces:
+        keys = [()]
+    if len(keys) > settings.max_groups:
+        raise PolicyDenied(
+            f"the result would have more than {settings.max_groups} groups",
+            rule_ids=(RULE_MAX_GROUPS,),
+        )
+    rows: list[ResultRow] = []
+    empty = RawCell((), 0, tuple(None for _ in spec.aggregates))
+    for key in keys:
+        cell = cells.get(key, empty)
+        out: list[Cell] = []
+        for agg, value in zip(spec.aggregates, cell.values, strict=True):
+            out.append(_release(agg.function, value, cell.persons, settings))
+        rows.append(ResultRow(keys=key, cells=tuple(out)))
+    return ResultTable(
+        key_columns=spec.group_by,
+        value_columns=tuple(a.name for a in spec.aggregates),
+        rows=tuple(rows),
+        settings={
+            "min_persons_per_cell": settings.min_persons,
+            "rounding_base": settings.rounding_base,
+        },
+    )
+
+
+def _release(func: AggFunc, value: float | int | None, persons: int, s: Settings) -> Cell:
+    if persons < s.min_persons:
+        return Cell(None, CellStatus.SUPPRESSED, RULE_MIN_PERSONS)
+    if value is None:
+        return Cell(None, CellStatus.RELEASED)
+    if func in (AggFunc.COUNT, AggFunc.COUNT_DISTINCT, AggFunc.SUM) and s.rounding_base > 1:
+        return Cell(_round(float(value), s.rounding_base), CellStatus.ROUNDED, RULE_ROUNDING)
+    return Cell(float(value), CellStatus.RELEASED)
+
+
+def _sort_key(key: tuple[Scalar | None, ...]) -> tuple[tuple[int, float, str], ...]:
+    return tuple(
+        (0, 0.0, "") if k is None else (2, 0.0, k) if isinstance(k, str) else (1, float(k), "")
+        for k in key
+    )

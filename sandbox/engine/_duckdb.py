@@ -1,0 +1,144 @@
+"""DuckDB engine: runs a plan over a registered Parquet/CSV file.
+
+This module and ``inspect_source`` are the only code that reads rows. What leaves here is a
+``RawTable`` of per-cell aggregates that has NOT yet passed disclosure control: it must only
+ever be handed to ``sandbox.disclosure``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from sandbox._errors import JobCancelled, JobFailed
+from sandbox._model import Scalar
+from sandbox.engine._plan import Plan, quote_ident
+
+
+@dataclass(frozen=True)
+class RawCell:
+    keys: tuple[Scalar | None, ...]
+    persons: int
+    values: tuple[float | int | None, ...]
+
+
+@dataclass(frozen=True)
+class RawTable:
+    cells: tuple[RawCell, ...]
+    query_set_persons: int | None
+    """Distinct persons matching the filters (None when the job has no filters)."""
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    column_types: dict[str, str]
+    row_count: int
+    persons: int
+    file_digest: str
+
+
+class Engine:
+    def __init__(self, threads: int = 2, memory_limit: str = "") -> None:
+        config: dict[str, str | int] = {"threads": threads}
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        self._db = duckdb.connect(":memory:", config=config)
+        self._running: dict[str, duckdb.DuckDBPyConnection] = {}
+        self._cancelled: set[str] = set()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def run(self, job_id: str, plan: Plan) -> RawTable:
+        cursor = self._db.cursor()
+        with self._lock:
+            if job_id in self._cancelled:
+                raise JobCancelled("job was cancelled", job_id=job_id)
+            self._running[job_id] = cursor
+        try:
+            rows = cursor.execute(plan.sql, list(plan.params)).fetchall()
+        except duckdb.InterruptException:
+            raise JobCancelled("job was cancelled", job_id=job_id) from None
+        except duckdb.Error as exc:
+            # Engine messages can quote data values: never pass them on.
+            raise JobFailed(f"engine error ({type(exc).__name__})", job_id=job_id) from None
+        finally:
+            with self._lock:
+                self._running.pop(job_id, None)
+                self._cancelled.discard(job_id)
+            cursor.close()
+        n_keys = len(plan.key_spaces)
+        n_vals = len(plan.value_names)
+        total: int | None = None
+        cells: list[RawCell] = []
+        for row in rows:
+            if plan.with_total and row[-1] != 0:
+                total = int(row[n_keys])
+                continue
+            cells.append(
+                RawCell(
+                    keys=tuple(row[:n_keys]),
+                    persons=int(row[n_keys]),
+                    values=tuple(_number(v) for v in row[n_keys + 1 : n_keys + 1 + n_vals]),
+                )
+            )
+        if plan.has_filters and total is None:
+            # Without group keys the single cell is the whole query set.
+            total = cells[0].persons if (cells and n_keys == 0) else 0
+        return RawTable(tuple(cells), total)
+
+    def progress(self, job_id: str) -> float:
+        with self._lock:
+            cursor = self._running.get(job_id)
+        if cursor is None:
+            return 0.0
+        try:
+            pct = float(cursor.query_progress())
+        except duckdb.Error:
+            return 0.0
+        return max(0.0, min(1.0, pct / 100.0))
+
+    def interrupt(self, job_id: str) -> None:
+        with self._lock:
+            self._cancelled.add(job_id)
+            cursor = self._running.get(job_id)
+        if cursor is not None:
+            cursor.interrupt()
+
+    def inspect_source(self, path: Path, file_format: str, person_key: str) -> SourceFacts:
+        """Schema, row count, distinct persons and content digest of a source file."""
+        reader = "read_parquet(?)" if file_format == "parquet" else "read_csv(?, header = true)"
+        cursor = self._db.cursor()
+        try:
+            described = cursor.execute(f"DESCRIBE SELECT * FROM {reader}", [str(path)]).fetchall()  # noqa: S608
+            types = {str(r[0]): str(r[1]) for r in described}
+            if person_key not in types:
+                raise JobFailed(f"person key column '{person_key}' is not in the source file")
+            pk = quote_ident(person_key)
+            row = cursor.execute(
+                f"SELECT count(*), count(DISTINCT {pk}) FROM {reader}",  # noqa: S608 - quoted
+                [str(path)],
+            ).fetchone()
+        except duckdb.Error as exc:
+            raise JobFailed(f"cannot read source file ({type(exc).__name__})") from None
+        finally:
+            cursor.close()
+        assert row is not None
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        return SourceFacts(types, int(row[0]), int(row[1]), digest.hexdigest())
+
+
+def _number(v: object) -> float | int | None:
+    if v is None:
+        return None
+    if isinstance(v, int):
+        return v
+    return float(str(v)) if not isinstance(v, float) else v

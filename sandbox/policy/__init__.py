@@ -1,0 +1,29 @@
+"""Dataset usage policies: YAML files validated against a published schema, and the decision
+engine that applies them to jobs."""
+
+from sandbox.policy._decide import Decision, Reason, decide
+from sandbox.policy._load import load_policies, load_policy, policy_schema, validate_paths
+from sandbox.policy._model import (
+    ColumnPolicy,
+    DenyRule,
+    DisclosureSettings,
+    Limits,
+    Policy,
+    PurposePolicy,
+)
+
+__all__ = [
+    "ColumnPolicy",
+    "Decision",
+    "DenyRule",
+    "DisclosureSettings",
+    "Limits",
+    "Policy",
+    "PurposePolicy",
+    "Reason",
+    "decide",
+    "load_policies",
+    "load_policy",
+    "policy_schema",
+    "validate_paths",
+]

@@ -1,0 +1,97 @@
+"""A dataset's usage policy, as loaded from its YAML file (frozen, validated)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sandbox._model import AggFunc, ColumnRole, FilterOp, Scalar
+
+
+@dataclass(frozen=True)
+class ColumnPolicy:
+    name: str
+    role: ColumnRole
+    description: str = ""
+    bins: tuple[float, ...] = ()
+    """Bin edges (strictly increasing) for a dimension grouped into ranges."""
+    values: tuple[Scalar, ...] = ()
+    """Public key set of a dimension (the values it may take)."""
+    bounds: tuple[float, float] | None = None
+    """``(lo, hi)`` clamping bounds of a measure."""
+    aggregates: tuple[AggFunc, ...] = ()
+    """Functions a measure may appear in."""
+    operators: tuple[FilterOp, ...] = tuple(FilterOp)
+    """Filter operators allowed on a dimension."""
+
+
+@dataclass(frozen=True)
+class PurposePolicy:
+    id: str
+    description: str
+    columns: tuple[str, ...]
+    """Columns a job under this purpose may use."""
+
+
+@dataclass(frozen=True)
+class DenyRule:
+    """Refuses a job when every non-empty condition matches (see ``decide``)."""
+
+    id: str
+    purposes: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
+    aggregates: tuple[AggFunc, ...] = ()
+    operators: tuple[FilterOp, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DisclosureSettings:
+    min_persons_per_cell: int = 10
+    rounding_base: int = 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_groups: int = 1000
+    max_filters: int = 16
+    max_group_by: int = 4
+
+
+@dataclass(frozen=True)
+class Policy:
+    dataset: str
+    version: int
+    title: str
+    description: str
+    steward: str
+    source: str
+    """Path relative to the server's data root."""
+    person_key: str
+    population: str
+    columns: tuple[ColumnPolicy, ...]
+    purposes: tuple[PurposePolicy, ...]
+    disclosure: DisclosureSettings = DisclosureSettings()
+    limits: Limits = Limits()
+    deny: tuple[DenyRule, ...] = ()
+    digest: str = ""
+    """SHA-256 (hex) of the policy file's bytes."""
+    path: str = ""
+
+    def column(self, name: str) -> ColumnPolicy | None:
+        """The column named ``name`` (hidden ones included), or None."""
+        for col in self.columns:
+            if col.name == name:
+                return col
+        return None
+
+    def purpose(self, id: str) -> PurposePolicy | None:
+        """The purpose with this id, or None."""
+        for purpose in self.purposes:
+            if purpose.id == id:
+                return purpose
+        return None
+
+    @property
+    def version_label(self) -> str:
+        """E.g. ``residents@v1:abcdef12`` (dataset, version, first 8 of the digest)."""
+        return f"{self.dataset}@v{self.version}:{self.digest[:8]}"

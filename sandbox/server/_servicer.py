@@ -1,0 +1,157 @@
+"""Thin gRPC servicers: authenticate (interceptor) → convert → call the app → convert back."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+
+from sandbox import _wire as wire
+from sandbox._app import Sandbox
+from sandbox._errors import InvalidArgument, SandboxError
+from sandbox.api.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    projects_pb2,
+    projects_pb2_grpc,
+)
+from sandbox.audit import canonical_json
+from sandbox.server._auth import current_principal
+from sandbox.server._status import abort_with
+
+log = logging.getLogger("sandbox.server")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rpc(method: F) -> F:
+    """Map SandboxError to its status; anything else to a generic INTERNAL (no internals)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except SandboxError as exc:
+            abort_with(context, exc)
+        except Exception as exc:
+            log.error("internal error in %s: %s", method.__name__, type(exc).__name__)
+            abort_with(context, SandboxError("internal error"))
+
+    return wrapper  # type: ignore[return-value]
+
+
+class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):  # type: ignore[misc]
+    def __init__(self, app: Sandbox) -> None:
+        self.app = app
+
+    @rpc
+    def ListDatasets(self, request: Any, context: Any) -> catalog_pb2.ListDatasetsResponse:
+        datasets = self.app.list_datasets(current_principal())
+        return catalog_pb2.ListDatasetsResponse(datasets=[wire.dataset_to_pb(d) for d in datasets])
+
+    @rpc
+    def DescribeDataset(self, request: Any, context: Any) -> catalog_pb2.Dataset:
+        return wire.dataset_to_pb(self.app.describe_dataset(current_principal(), request.dataset))
+
+    @rpc
+    def RegisterDataset(self, request: Any, context: Any) -> catalog_pb2.Dataset:
+        return wire.dataset_to_pb(self.app.register_dataset(current_principal(), request.dataset))
+
+
+class JobServicer(jobs_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
+    def __init__(self, app: Sandbox) -> None:
+        self.app = app
+
+    @rpc
+    def SubmitJob(self, request: Any, context: Any) -> jobs_pb2.Job:
+        spec = wire.spec_from_pb(request.spec)
+        return wire.job_to_pb(self.app.submit(current_principal(), spec, request.request_id))
+
+    @rpc
+    def GetJob(self, request: Any, context: Any) -> jobs_pb2.Job:
+        return wire.job_to_pb(self.app.jobs.get(current_principal(), request.job_id))
+
+    @rpc
+    def WaitJob(self, request: Any, context: Any) -> jobs_pb2.WaitJobResponse:
+        timeout = min(max(request.timeout_seconds, 0.0), self.app.config.max_wait_s)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = min(timeout, max(0.0, remaining - 0.05))
+        info = self.app.jobs.wait(current_principal(), request.job_id, timeout)
+        return jobs_pb2.WaitJobResponse(job=wire.job_to_pb(info))
+
+    @rpc
+    def CancelJob(self, request: Any, context: Any) -> jobs_pb2.Job:
+        return wire.job_to_pb(self.app.jobs.cancel(current_principal(), request.job_id))
+
+    @rpc
+    def ListJobs(self, request: Any, context: Any) -> jobs_pb2.ListJobsResponse:
+        jobs = self.app.jobs.list(current_principal(), request.project, request.limit or 100)
+        return jobs_pb2.ListJobsResponse(jobs=[wire.job_to_pb(j) for j in jobs])
+
+    @rpc
+    def GetResult(self, request: Any, context: Any) -> Iterator[jobs_pb2.ResultChunk]:
+        table = self.app.result(current_principal(), request.job_id)
+        return wire.result_to_chunks(table)
+
+
+class ProjectServicer(projects_pb2_grpc.ProjectServiceServicer):  # type: ignore[misc]
+    def __init__(self, app: Sandbox) -> None:
+        self.app = app
+
+    @rpc
+    def CreateProject(self, request: Any, context: Any) -> projects_pb2.Project:
+        project = wire.project_from_pb(request.project)
+        return wire.project_to_pb(self.app.create_project(current_principal(), project))
+
+    @rpc
+    def ListProjects(self, request: Any, context: Any) -> projects_pb2.ListProjectsResponse:
+        projects = self.app.list_projects(current_principal())
+        return projects_pb2.ListProjectsResponse(projects=[wire.project_to_pb(p) for p in projects])
+
+    @rpc
+    def SetQuota(self, request: Any, context: Any) -> projects_pb2.Project:
+        quota = wire.quota_from_pb(request.quota)
+        return wire.project_to_pb(self.app.set_quota(current_principal(), request.project, quota))
+
+    @rpc
+    def GetQuota(self, request: Any, context: Any) -> projects_pb2.QuotaUsage:
+        return wire.usage_to_pb(self.app.quota(current_principal(), request.project))
+
+
+class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc]
+    def __init__(self, app: Sandbox) -> None:
+        self.app = app
+
+    @rpc
+    def ListAuditEntries(self, request: Any, context: Any) -> audit_pb2.ListAuditEntriesResponse:
+        if request.limit < 0:
+            raise InvalidArgument("limit must not be negative")
+        after = request.after_seq if request.HasField("after_seq") else -1
+        records = self.app.audit_entries(current_principal(), after, request.limit or 1000)
+        return audit_pb2.ListAuditEntriesResponse(
+            entries=[
+                audit_pb2.AuditEntry(
+                    seq=r.seq, canonical_json=canonical_json(r.entry).decode(), leaf_hash=r.leaf_hash
+                )
+                for r in records
+            ]
+        )
+
+    @rpc
+    def VerifyAuditLog(self, request: Any, context: Any) -> audit_pb2.VerifyAuditLogResponse:
+        report = self.app.audit_verify(current_principal())
+        return audit_pb2.VerifyAuditLogResponse(
+            ok=report.ok,
+            size=report.size,
+            root=report.root,
+            has_first_bad_seq=report.first_bad_seq is not None,
+            first_bad_seq=report.first_bad_seq or 0,
+            problem=report.problem,
+        )

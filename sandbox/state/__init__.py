@@ -1,0 +1,20 @@
+"""State store (SQLite): principals, projects, catalogue, jobs, ledger."""
+
+from sandbox.state._catalogue import Catalogue, DatasetRecord
+from sandbox.state._db import Database
+from sandbox.state._jobs import Jobs
+from sandbox.state._ledger import Ledger, Shortfall
+from sandbox.state._principals import Principals, hash_token
+from sandbox.state._projects import Projects
+
+__all__ = [
+    "Catalogue",
+    "Database",
+    "DatasetRecord",
+    "Jobs",
+    "Ledger",
+    "Principals",
+    "Projects",
+    "Shortfall",
+    "hash_token",
+]

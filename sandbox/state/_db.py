@@ -1,0 +1,142 @@
+"""SQLite state store: WAL, one connection per thread, ``BEGIN IMMEDIATE`` for writers."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE principals (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE TABLE datasets (
+        id TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        file_format TEXT NOT NULL,
+        file_digest TEXT NOT NULL,
+        row_count INTEGER NOT NULL,
+        persons INTEGER NOT NULL,
+        persons_unique INTEGER NOT NULL,
+        column_types TEXT NOT NULL,
+        policy_version TEXT NOT NULL,
+        registered_at TEXT NOT NULL,
+        registered_by TEXT NOT NULL
+    );
+    CREATE TABLE projects (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        members TEXT NOT NULL,
+        grants TEXT NOT NULL,
+        expires TEXT NOT NULL,
+        quota TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE jobs (
+        job_id TEXT PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        project TEXT NOT NULL,
+        dataset TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        spec_digest TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        message TEXT NOT NULL DEFAULT '',
+        rule_ids TEXT NOT NULL DEFAULT '[]',
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        rows_scanned INTEGER NOT NULL DEFAULT 0,
+        policy_version TEXT NOT NULL DEFAULT '',
+        data_read INTEGER NOT NULL DEFAULT 0,
+        result BLOB,
+        result_digest TEXT NOT NULL DEFAULT '',
+        UNIQUE (principal, request_id)
+    );
+    CREATE INDEX jobs_by_principal ON jobs (principal, created_at);
+    CREATE INDEX jobs_by_state ON jobs (state);
+    CREATE TABLE ledger (
+        id INTEGER PRIMARY KEY,
+        project TEXT NOT NULL,
+        job_id TEXT NOT NULL UNIQUE,
+        day TEXT NOT NULL,
+        jobs INTEGER NOT NULL,
+        rows INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('reserved', 'committed', 'released'))
+    );
+    CREATE INDEX ledger_by_project ON ledger (project, state, day);
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        entry TEXT NOT NULL,
+        leaf_hash TEXT NOT NULL,
+        root TEXT NOT NULL
+    );
+    CREATE TABLE audit_frontier (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        size INTEGER NOT NULL,
+        frontier TEXT NOT NULL
+    );
+    """,
+)
+
+
+class Database:
+    """The state store. Thread-safe: each thread gets its own connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write transaction, serialised against every other writer."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.write() as conn:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            for i, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {int(i)}")
+
+    def close(self) -> None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,190 @@
+"""Job records: state machine, idempotency on (principal, request id), stored results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from typing import Any
+
+from sandbox._model import Aggregate, AggFunc, Filter, FilterOp, JobInfo, JobSpec, JobState
+from sandbox.state._db import Database
+
+_INFO = (
+    "job_id, request_id, principal, spec, state, created_at, started_at, finished_at,"
+    " reason, message, rule_ids, rows_scanned, policy_version"
+)
+
+
+class Jobs:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def insert(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        job_id: str,
+        request_id: str,
+        principal: str,
+        spec: JobSpec,
+        state: JobState,
+        policy_version: str,
+        reason: str = "",
+        message: str = "",
+        rule_ids: tuple[str, ...] = (),
+    ) -> None:
+        now = _now()
+        conn.execute(
+            "INSERT INTO jobs (job_id, request_id, principal, project, dataset, spec, spec_digest,"
+            " state, reason, message, rule_ids, created_at, finished_at, policy_version)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                request_id,
+                principal,
+                spec.project,
+                spec.dataset,
+                json.dumps(spec_to_json(spec)),
+                spec.digest(),
+                str(state),
+                reason,
+                message,
+                json.dumps(list(rule_ids)),
+                now,
+                now if state.terminal else None,
+                policy_version,
+            ),
+        )
+
+    def by_request(self, principal: str, request_id: str) -> JobInfo | None:
+        row = self._db.conn.execute(
+            f"SELECT {_INFO} FROM jobs WHERE principal = ? AND request_id = ?",  # noqa: S608
+            (principal, request_id),
+        ).fetchone()
+        return _info(row) if row else None
+
+    def get(self, job_id: str, conn: sqlite3.Connection | None = None) -> JobInfo | None:
+        row = (conn or self._db.conn).execute(
+            f"SELECT {_INFO} FROM jobs WHERE job_id = ?",  # noqa: S608 - fixed column list
+            (job_id,),
+        ).fetchone()
+        return _info(row) if row else None
+
+    def list(self, principal: str | None, project: str = "", limit: int = 100) -> list[JobInfo]:
+        where, args = [], []
+        if principal is not None:
+            where.append("principal = ?")
+            args.append(principal)
+        if project:
+            where.append("project = ?")
+            args.append(project)
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        rows = self._db.conn.execute(
+            f"SELECT {_INFO} FROM jobs {clause} ORDER BY created_at DESC, job_id LIMIT ?",  # noqa: S608 - fixed fragments
+            (*args, limit),
+        ).fetchall()
+        return [_info(r) for r in rows]
+
+    def with_state(self, state: JobState) -> list[JobInfo]:
+        rows = self._db.conn.execute(
+            f"SELECT {_INFO} FROM jobs WHERE state = ? ORDER BY created_at",  # noqa: S608
+            (str(state),),
+        ).fetchall()
+        return [_info(r) for r in rows]
+
+    def start(self, conn: sqlite3.Connection, job_id: str) -> bool:
+        """QUEUED → RUNNING and mark that data is about to be read. False if not queued."""
+        cur = conn.execute(
+            "UPDATE jobs SET state = 'RUNNING', started_at = ?, data_read = 1"
+            " WHERE job_id = ? AND state = 'QUEUED'",
+            (_now(), job_id),
+        )
+        return cur.rowcount == 1
+
+    def data_read(self, conn: sqlite3.Connection, job_id: str) -> bool:
+        row = conn.execute("SELECT data_read FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return bool(row and row[0])
+
+    def finish(
+        self,
+        conn: sqlite3.Connection,
+        job_id: str,
+        state: JobState,
+        *,
+        reason: str = "",
+        message: str = "",
+        rule_ids: tuple[str, ...] = (),
+        rows_scanned: int = 0,
+        result: bytes | None = None,
+        result_digest: str = "",
+    ) -> None:
+        conn.execute(
+            "UPDATE jobs SET state = ?, finished_at = ?, reason = ?, message = ?, rule_ids = ?,"
+            " rows_scanned = ?, result = ?, result_digest = ? WHERE job_id = ?",
+            (
+                str(state),
+                _now(),
+                reason,
+                message,
+                json.dumps(list(rule_ids)),
+                rows_scanned,
+                result,
+                result_digest,
+                job_id,
+            ),
+        )
+
+    def result(self, job_id: str) -> bytes | None:
+        row = self._db.conn.execute("SELECT result FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+
+def spec_to_json(spec: JobSpec) -> dict[str, Any]:
+    return {
+        "dataset": spec.dataset,
+        "project": spec.project,
+        "purpose": spec.purpose,
+        "group_by": list(spec.group_by),
+        "aggregates": [[str(a.function), a.column, a.alias] for a in spec.aggregates],
+        "filters": [[f.column, str(f.op), list(f.values)] for f in spec.filters],
+    }
+
+
+def spec_from_json(data: dict[str, Any]) -> JobSpec:
+    return JobSpec(
+        dataset=data["dataset"],
+        project=data["project"],
+        purpose=data["purpose"],
+        group_by=tuple(data["group_by"]),
+        aggregates=tuple(Aggregate(AggFunc(f), c, a) for f, c, a in data["aggregates"]),
+        filters=tuple(Filter(c, FilterOp(o), tuple(v)) for c, o, v in data["filters"]),
+    )
+
+
+def _ts(text: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(text) if text else None
+
+
+def _info(row: tuple[Any, ...]) -> JobInfo:
+    created = _ts(row[5])
+    assert created is not None
+    return JobInfo(
+        job_id=row[0],
+        request_id=row[1],
+        principal=row[2],
+        spec=spec_from_json(json.loads(row[3])),
+        state=JobState(row[4]),
+        created_at=created,
+        started_at=_ts(row[6]),
+        finished_at=_ts(row[7]),
+        reason=row[8],
+        message=row[9],
+        rule_ids=tuple(json.loads(row[10])),
+        rows_scanned=row[11],
+        policy_version=row[12],
+    )
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
