@@ -19,14 +19,15 @@ from sandbox._errors import (
     PolicyDenied,
     PolicyInvalid,
     QuotaExceeded,
+    ResourceExhausted,
     SandboxError,
     Timeout,
     Unauthenticated,
     Unavailable,
 )
 from sandbox._model import (
-    Aggregate,
     AggFunc,
+    Aggregate,
     CellStatus,
     DatasetInfo,
     Filter,
@@ -45,8 +46,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "TLS",
-    "Aggregate",
     "AggFunc",
+    "Aggregate",
     "AlreadyExists",
     "AuditTampered",
     "CellStatus",
@@ -74,6 +75,7 @@ __all__ = [
     "QuotaExceeded",
     "QuotaLimits",
     "QuotaUsage",
+    "ResourceExhausted",
     "Result",
     "Role",
     "SandboxError",

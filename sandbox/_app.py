@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sandbox._config import ServerConfig
 from sandbox._errors import NotFound, PermissionDenied, PolicyInvalid
+from sandbox._model import AuditRecord as AuditRecord
 from sandbox._model import (
     ColumnInfo,
     ColumnRole,
@@ -23,7 +24,6 @@ from sandbox._model import (
     Role,
     VerifyReport,
 )
-from sandbox._model import AuditRecord as AuditRecord
 from sandbox._pipeline import JobPipeline, Today, _utc_today
 from sandbox.audit import AuditLog
 from sandbox.engine import Engine

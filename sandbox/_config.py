@@ -101,6 +101,11 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     if tls_data is not None:
         if not isinstance(tls_data, dict) or not {"cert", "key"} <= tls_data.keys():
             raise ConfigError("[server.tls] needs 'cert' and 'key' paths")
+        unknown = sorted(set(tls_data) - {"cert", "key", "client_ca"})
+        if unknown:
+            raise ConfigError(
+                f"unknown config key 'tls.{unknown[0]}' (known: cert, key, client_ca)"
+            )
         tls = TLSConfig(
             cert=_resolve(tls_data["cert"], base),
             key=_resolve(tls_data["key"], base),

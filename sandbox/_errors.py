@@ -118,6 +118,13 @@ class Unavailable(SandboxError):
     reason = "UNAVAILABLE"
 
 
+class ResourceExhausted(SandboxError):
+    """The server is overloaded or a message exceeds its size limit (not a quota)."""
+
+    code = "RESOURCE_EXHAUSTED"
+    reason = "RESOURCE_EXHAUSTED"
+
+
 class ConfigError(SandboxError):
     code = "FAILED_PRECONDITION"
     reason = "CONFIG_INVALID"

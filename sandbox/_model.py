@@ -5,8 +5,10 @@ No protobuf type appears here; ``sandbox._wire`` converts between the two.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import enum
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -85,6 +87,10 @@ class JobSpec:
 
     def canonical(self) -> dict[str, Any]:
         """A JSON-able canonical form (filters sorted) used for digests and logs."""
+        return copy.deepcopy(self._canonical)
+
+    @functools.cached_property
+    def _canonical(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
             "project": self.project,
@@ -105,7 +111,11 @@ class JobSpec:
 
     def digest(self) -> str:
         """SHA-256 of the canonical form, hex."""
-        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return self._digest
+
+    @functools.cached_property
+    def _digest(self) -> str:
+        blob = json.dumps(self._canonical, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
 

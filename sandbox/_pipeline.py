@@ -7,6 +7,7 @@ same transaction as the state change it records, before the caller can observe i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import secrets
@@ -74,7 +75,8 @@ class JobPipeline:
         self._audit = AuditLog(db)
         self._today = today
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-job")
-        self._done = threading.Condition()
+        self._finished: dict[str, threading.Event] = {}
+        self._finished_lock = threading.Lock()
 
     # ---- visibility -------------------------------------------------------------------
     def visible_dataset(self, principal: Principal, dataset: str) -> DatasetRecord:
@@ -123,7 +125,8 @@ class JobPipeline:
             job_plan = plan(spec, record, policy)
             assert project is not None
         except SandboxError as exc:
-            self._record_refusal(principal, spec, job_id, request_id, exc, base, "")
+            with self._db.write() as conn:
+                self._record_refusal(conn, principal, spec, job_id, request_id, exc, base, "")
             raise
         with self._db.write() as conn:
             existing = self._jobs.by_request(principal.name, request_id)
@@ -132,7 +135,15 @@ class JobPipeline:
             shortfalls = self._ledger.shortfalls(
                 conn, project.id, project.quota, record.row_count, self._today()
             )
-            if not shortfalls:
+            if shortfalls:
+                refusal = QuotaExceeded(
+                    "; ".join(s.message for s in shortfalls),
+                    rule_ids=tuple(s.rule_id for s in shortfalls),
+                )
+                self._record_refusal(
+                    conn, principal, spec, job_id, request_id, refusal, base, policy.version_label
+                )
+            else:
                 self._jobs.insert(
                     conn,
                     job_id=job_id,
@@ -152,14 +163,7 @@ class JobPipeline:
                     reserved={"jobs": 1, "rows": record.row_count},
                 )
         if shortfalls:
-            exc = QuotaExceeded(
-                "; ".join(s.message for s in shortfalls),
-                rule_ids=tuple(s.rule_id for s in shortfalls),
-            )
-            self._record_refusal(
-                principal, spec, job_id, request_id, exc, base, policy.version_label
-            )
-            raise exc
+            raise refusal
         self._executor.submit(self._execute, job_id, job_plan, record, policy)
         info = self._jobs.get(job_id)
         assert info is not None
@@ -184,6 +188,7 @@ class JobPipeline:
 
     def _record_refusal(
         self,
+        conn: sqlite3.Connection,
         principal: Principal,
         spec: JobSpec,
         job_id: str,
@@ -192,34 +197,32 @@ class JobPipeline:
         base: dict[str, Any],
         policy_version: str,
     ) -> None:
-        """Log a refusal (and keep a DENIED job record) before the caller sees the error."""
+        """Log a refusal (and keep a DENIED job record) within ``conn``'s transaction."""
         exc.job_id = job_id
-        with self._db.write() as conn:
-            try:
-                self._jobs.insert(
-                    conn,
-                    job_id=job_id,
-                    request_id=request_id,
-                    principal=principal.name,
-                    spec=spec,
-                    state=JobState.DENIED,
-                    policy_version=policy_version,
-                    reason=exc.reason,
-                    message=exc.message,
-                    rule_ids=exc.rule_ids,
-                )
-            except sqlite3.IntegrityError:
-                pass  # a concurrent submit with the same request id recorded it
-            self._audit.append(
+        # A concurrent submit with the same request id may already have recorded it.
+        with contextlib.suppress(sqlite3.IntegrityError):
+            self._jobs.insert(
                 conn,
-                "job.denied",
-                **base,
-                decision="deny",
-                reason=exc.reason,
-                rule_ids=list(exc.rule_ids),
-                message=exc.message,
+                job_id=job_id,
+                request_id=request_id,
+                principal=principal.name,
+                spec=spec,
+                state=JobState.DENIED,
                 policy_version=policy_version,
+                reason=exc.reason,
+                message=exc.message,
+                rule_ids=exc.rule_ids,
             )
+        self._audit.append(
+            conn,
+            "job.denied",
+            **base,
+            decision="deny",
+            reason=exc.reason,
+            rule_ids=list(exc.rule_ids),
+            message=exc.message,
+            policy_version=policy_version,
+        )
 
     # ---- execute (worker threads) -----------------------------------------------------
     def _execute(self, job_id: str, job_plan: Plan, record: DatasetRecord, policy: Policy) -> None:
@@ -252,8 +255,7 @@ class JobPipeline:
             failure = JobFailed(f"internal error ({type(exc).__name__})", job_id=job_id)
             self._finish_unreleased(job_id, JobState.FAILED, failure, record.row_count)
         finally:
-            with self._done:
-                self._done.notify_all()
+            self._signal(job_id)
 
     def _release(self, info: JobInfo, table: ResultTable, rows: int) -> None:
         blob = json.dumps(_table_to_json(table)).encode()
@@ -318,15 +320,28 @@ class JobPipeline:
             return replace(info, progress=self._engine.progress(job_id))
         return replace(info, progress=1.0) if info.state.terminal else info
 
+    def _event(self, job_id: str) -> threading.Event:
+        with self._finished_lock:
+            return self._finished.setdefault(job_id, threading.Event())
+
+    def _signal(self, job_id: str) -> None:
+        """Wake the waiters of one job (called after its terminal state is committed)."""
+        with self._finished_lock:
+            event = self._finished.pop(job_id, None)
+        if event is not None:
+            event.set()
+
     def wait(self, principal: Principal, job_id: str, timeout: float) -> JobInfo:
-        deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max(0.0, timeout))
-        while True:
-            info = self.get(principal, job_id)
-            left = (deadline - dt.datetime.now(dt.UTC)).total_seconds()
-            if info.state.terminal or left <= 0:
-                return info
-            with self._done:
-                self._done.wait(min(left, 0.25))
+        """Long-poll: return when the job is terminal or ``timeout`` seconds have passed."""
+        self._visible_job(principal, job_id)
+        event = self._event(job_id)  # registered before the check, so no wake-up is lost
+        info = self.get(principal, job_id)
+        if info.state.terminal:
+            self._signal(job_id)  # drop the bookkeeping: nothing will set it any more
+            return info
+        if timeout > 0:
+            event.wait(timeout)
+        return self.get(principal, job_id)
 
     def cancel(self, principal: Principal, job_id: str) -> JobInfo:
         info = self._visible_job(principal, job_id)
@@ -338,7 +353,10 @@ class JobPipeline:
                 if current is not None and current.state == JobState.QUEUED:
                     self._ledger.release(conn, job_id)
                     self._jobs.finish(
-                        conn, job_id, JobState.CANCELLED, reason=JobCancelled.reason,
+                        conn,
+                        job_id,
+                        JobState.CANCELLED,
+                        reason=JobCancelled.reason,
                         message="cancelled while queued",
                     )
                     self._audit.append(
@@ -347,15 +365,14 @@ class JobPipeline:
                         **self._entry_fields(principal, info.spec, job_id),
                         charged={"jobs": 0, "rows": 0},
                     )
-            with self._done:
-                self._done.notify_all()
+            self._signal(job_id)
         elif info.state == JobState.RUNNING:
             self._engine.interrupt(job_id)
         return self.get(principal, job_id)
 
-    def list(self, principal: Principal, project: str = "", limit: int = 100) -> list[JobInfo]:
+    def find(self, principal: Principal, project: str = "", limit: int = 100) -> list[JobInfo]:
         owner = principal.name if principal.role == Role.RESEARCHER else None
-        return self._jobs.list(owner, project, max(1, min(limit, 1000)))
+        return self._jobs.find(owner, project, max(1, min(limit, 1000)))
 
     def result(self, principal: Principal, job_id: str) -> ResultTable:
         info = self._visible_job(principal, job_id)
@@ -395,7 +412,10 @@ class JobPipeline:
             self._executor.submit(self._execute, info.job_id, job_plan, record, policy)
 
     def shutdown(self, wait: bool = True) -> None:
-        self._executor.shutdown(wait=wait, cancel_futures=True)
+        """Stop: queued jobs stay QUEUED (resumed at next start); running ones are interrupted."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._engine.interrupt_all()
+        self._executor.shutdown(wait=wait)
 
 
 def _check_shape(spec: JobSpec) -> None:
@@ -423,7 +443,9 @@ def _table_from_json(data: dict[str, Any]) -> ResultTable:
         rows=tuple(
             ResultRow(
                 keys=tuple(r["keys"]),
-                cells=tuple(Cell(c["value"], CellStatus(c["status"]), c["rule"]) for c in r["cells"]),
+                cells=tuple(
+                    Cell(c["value"], CellStatus(c["status"]), c["rule"]) for c in r["cells"]
+                ),
             )
             for r in data["rows"]
         ),

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Iterator
 
 from sandbox._errors import InvalidArgument, InvalidJobSpec
 from sandbox._model import (
-    Aggregate,
     AggFunc,
+    Aggregate,
     Cell,
     CellStatus,
     ColumnInfo,
@@ -66,6 +66,7 @@ _CELLS = {
 }
 _CELLS_BACK = {v: k for k, v in _CELLS.items()}
 MAX_VALUES_PER_FILTER = 1000
+ROWS_PER_CHUNK = 2000
 
 
 # ---- values -------------------------------------------------------------------------------
@@ -75,6 +76,8 @@ def value_to_pb(v: Scalar | None) -> common_pb2.Value:
     if isinstance(v, bool):
         return common_pb2.Value(bool_value=v)
     if isinstance(v, int):
+        if not -(2**63) <= v < 2**63:
+            raise InvalidJobSpec("integer values must fit in 64 bits")
         return common_pb2.Value(int_value=v)
     if isinstance(v, float):
         return common_pb2.Value(float_value=v)
@@ -105,7 +108,9 @@ def spec_to_pb(spec: JobSpec) -> jobs_pb2.JobSpec:
             for a in spec.aggregates
         ],
         filters=[
-            jobs_pb2.Filter(column=f.column, op=_OPS[f.op], values=[value_to_pb(v) for v in f.values])
+            jobs_pb2.Filter(
+                column=f.column, op=_OPS[f.op], values=[value_to_pb(v) for v in f.values]
+            )
             for f in spec.filters
         ],
     )
@@ -123,7 +128,9 @@ def spec_from_pb(pb: jobs_pb2.JobSpec) -> JobSpec:
         for v in f.values:
             scalar = value_from_pb(v)
             if scalar is None or (isinstance(scalar, float) and not math.isfinite(scalar)):
-                raise InvalidJobSpec(f"filter on column '{f.column}' has a missing or NaN value")
+                raise InvalidJobSpec(
+                    f"filter on column '{f.column}' has a missing, NaN or infinite value"
+                )
             values.append(scalar)
         filters.append(Filter(f.column, _OPS_BACK[f.op], tuple(values)))
     aggregates = []
@@ -190,7 +197,9 @@ def job_from_pb(pb: jobs_pb2.Job) -> JobInfo:
 
 
 # ---- results ------------------------------------------------------------------------------
-def result_to_chunks(table: ResultTable, rows_per_chunk: int = 2000) -> Iterator[jobs_pb2.ResultChunk]:
+def result_to_chunks(
+    table: ResultTable, rows_per_chunk: int = ROWS_PER_CHUNK
+) -> Iterator[jobs_pb2.ResultChunk]:
     rows = [
         jobs_pb2.ResultRow(
             keys=[value_to_pb(k) for k in r.keys],
@@ -371,4 +380,3 @@ def usage_from_pb(pb: projects_pb2.QuotaUsage) -> QuotaUsage:
         rows_today=pb.rows_today,
         rows_total=pb.rows_total,
     )
-

@@ -20,7 +20,9 @@ PACKAGE_DIR = Path("sandbox/api/v1")
 
 
 def generate(out_root: Path) -> Path:
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
+    protos = sorted(
+        str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto")
+    )
     grpc_include = Path(protoc.__file__).parent / "_proto"
     args = [
         "protoc",
@@ -47,10 +49,15 @@ def main() -> int:
         target = ROOT / PACKAGE_DIR
         if args.check:
             names = sorted(p.name for p in fresh.iterdir() if p.is_file())
-            committed = sorted(p.name for p in target.glob("*") if p.is_file() and p.suffix in {".py", ".pyi"})
-            match, mismatch, errors = filecmp.cmpfiles(fresh, target, names, shallow=False)
+            committed = sorted(
+                p.name for p in target.glob("*") if p.is_file() and p.suffix in {".py", ".pyi"}
+            )
+            _, mismatch, errors = filecmp.cmpfiles(fresh, target, names, shallow=False)
             if mismatch or errors or names != committed:
-                print(f"generated code drifted: {sorted(mismatch + errors) or committed}", file=sys.stderr)
+                print(
+                    f"generated code drifted: {sorted(mismatch + errors) or committed}",
+                    file=sys.stderr,
+                )
                 return 1
             return 0
         target.mkdir(parents=True, exist_ok=True)

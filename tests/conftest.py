@@ -60,7 +60,9 @@ deny:
 """
 
 
-def pums_policy(name: str, source: str, *, k: int = 10, base: int = 1, age_bins: bool = False) -> str:
+def pums_policy(
+    name: str, source: str, *, k: int = 10, base: int = 1, age_bins: bool = False
+) -> str:
     bins = ", bins: [0, 18, 35, 50, 65, 101]" if age_bins else ""
     return PUMS_POLICY.format(name=name, source=source, k=k, base=base, age_bins=bins)
 
@@ -106,8 +108,14 @@ class World:
         quota: QuotaLimits = QuotaLimits(),
     ) -> None:
         self.client("sam").create_project(
-            Project(project_id, project_id, members, grants,
-                    expires or dt.date.today() + dt.timedelta(days=30), quota)
+            Project(
+                project_id,
+                project_id,
+                members,
+                grants,
+                expires or dt.date.today() + dt.timedelta(days=30),
+                quota,
+            )
         )
 
     def stop(self) -> None:
@@ -116,22 +124,35 @@ class World:
         self.server.stop(grace=1)
 
 
-def make_world(root: Path, policies: dict[str, str], files: dict[str, Path], **settings: object) -> World:
+def make_world(
+    root: Path, policies: dict[str, str], files: dict[str, Path], **settings: object
+) -> World:
     (root / "data").mkdir(parents=True, exist_ok=True)
     (root / "policies").mkdir(exist_ok=True)
     for name, src in files.items():
         shutil.copy(src, root / "data" / name)
     for name, text in policies.items():
         (root / "policies" / f"{name}.yaml").write_text(textwrap.dedent(text))
-    lines = ["[server]", 'listen = "127.0.0.1:0"', 'state_dir = "state"', 'data_root = "data"',
-             'policy_dir = "policies"', "grace_period_s = 2"]
+    lines = [
+        "[server]",
+        'listen = "127.0.0.1:0"',
+        'state_dir = "state"',
+        'data_root = "data"',
+        'policy_dir = "policies"',
+        "grace_period_s = 2",
+    ]
     lines += [f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in settings.items()]
     (root / "sandbox.toml").write_text("\n".join(lines).replace("'", '"') + "\n")
     config = load_config(root / "sandbox.toml")
     server = start_server(config)
     world = World(root, config, server)
-    for name, role in [("root", Role.ADMIN), ("sam", Role.STEWARD), ("ana", Role.RESEARCHER),
-                       ("bob", Role.RESEARCHER), ("chen", Role.COMPLIANCE)]:
+    for name, role in [
+        ("root", Role.ADMIN),
+        ("sam", Role.STEWARD),
+        ("ana", Role.RESEARCHER),
+        ("bob", Role.RESEARCHER),
+        ("chen", Role.COMPLIANCE),
+    ]:
         world.add_principal(name, role)
     return world
 

@@ -35,11 +35,12 @@ class AuditLog:
         frontier = _load_frontier(conn)
         seq = frontier.size
         entry = {"seq": seq, "time": _now(), "event": event, **fields}
-        leaf = leaf_hash(canonical_json(entry))
+        data = canonical_json(entry)
+        leaf = leaf_hash(data)
         frontier = frontier.append(leaf)
         conn.execute(
             "INSERT INTO audit (seq, entry, leaf_hash, root) VALUES (?, ?, ?, ?)",
-            (seq, canonical_json(entry).decode(), leaf.hex(), frontier.root().hex()),
+            (seq, data.decode(), leaf.hex(), frontier.root().hex()),
         )
         conn.execute(
             "INSERT INTO audit_frontier (id, size, frontier) VALUES (1, ?, ?) "
@@ -62,8 +63,11 @@ class AuditLog:
 
     def verify(self) -> VerifyReport:
         """Recompute every leaf hash and every tree head from the stored entries."""
+        recorded = _load_frontier(self._db.conn)
         frontier = Frontier()
         for seq, entry_text, stored_leaf, stored_root in self._scan():
+            if seq >= recorded.size:
+                return _bad(frontier, seq, "entry beyond the recorded log size (inserted)")
             if seq != frontier.size:
                 return _bad(frontier, frontier.size, "entry missing (sequence gap)")
             try:
@@ -79,9 +83,10 @@ class AuditLog:
             frontier = frontier.append(leaf)
             if frontier.root().hex() != stored_root:
                 return _bad(frontier, seq, "tree head does not match recomputed root")
-        stored = self._db.conn.execute("SELECT size FROM audit_frontier WHERE id = 1").fetchone()
-        if (stored[0] if stored else 0) != frontier.size:
+        if recorded.size != frontier.size:
             return _bad(frontier, frontier.size, "log truncated: fewer entries than recorded")
+        if recorded.hashes != frontier.hashes:
+            return _bad(frontier, frontier.size - 1, "recorded tree state does not match entries")
         return VerifyReport(ok=True, size=frontier.size, root=frontier.root().hex())
 
 

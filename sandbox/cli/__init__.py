@@ -42,12 +42,20 @@ def config_option(f: F) -> F:
 
 
 def client_options(f: F) -> F:
-    f = click.option("--target", envvar="SANDBOX_TARGET", default="127.0.0.1:50051",
-                     show_default=True, help="Server address host:port.")(f)
+    f = click.option(
+        "--target",
+        envvar="SANDBOX_TARGET",
+        default="127.0.0.1:50051",
+        show_default=True,
+        help="Server address host:port.",
+    )(f)
     f = click.option("--token", envvar="SANDBOX_TOKEN", help="Bearer token (or $SANDBOX_TOKEN).")(f)
-    f = click.option("--tls-ca", envvar="SANDBOX_TLS_CA",
-                     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="CA certificate to trust (enables TLS).")(f)
+    f = click.option(
+        "--tls-ca",
+        envvar="SANDBOX_TLS_CA",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="CA certificate to trust (enables TLS).",
+    )(f)
     return f
 
 
@@ -58,8 +66,13 @@ def _client(target: str, token: str | None, tls_ca: Path | None) -> Any:
 
 
 @click.group()
-@click.option("--output", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="Output format.")
+@click.option(
+    "--output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
 @click.pass_context
 def main(ctx: click.Context, output: str) -> None:
     """Sandbox: usable-but-not-visible compute over sensitive data."""
@@ -82,7 +95,9 @@ def serve(config_path: Path | None, log_level: str) -> None:
     """Run the gRPC server until SIGTERM/SIGINT."""
     from sandbox.server import serve_forever
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     run_command(lambda: serve_forever(_config(config_path)))
 
 
@@ -90,8 +105,11 @@ def serve(config_path: Path | None, log_level: str) -> None:
 @main.command()
 @click.option("--residents", default=1_000_000, show_default=True, type=click.IntRange(min=1000))
 @click.option("--seed", default=7, show_default=True, type=int)
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to put data and state (default: a fresh temporary directory).")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to put data and state (default: a fresh temporary directory).",
+)
 @click.option("--data-only", is_flag=True, help="Only generate the demo data into --workdir.")
 def demo(residents: int, seed: int, workdir: Path | None, data_only: bool) -> None:
     """Generate demo data, start a server and run a researcher session against it."""
@@ -124,7 +142,9 @@ def principals_add(name: str, role: str, config_path: Path | None) -> None:
         db = Database(_config(config_path).db_path)
         with db.write() as conn:
             token = Principals(db).add(conn, name, Role(role))
-            AuditLog(db).append(conn, "principal.added", actor="operator", principal=name, role=role)
+            AuditLog(db).append(
+                conn, "principal.added", actor="operator", principal=name, role=role
+            )
         click.echo(token)
 
     run_command(go)
@@ -157,8 +177,10 @@ def principals_list(obj: Ctx, config_path: Path | None) -> None:
 
     def go() -> None:
         rows = Principals(Database(_config(config_path).db_path)).list()
-        render([{"name": n, "role": r, "created": c, "revoked": v or ""} for n, r, c, v in rows],
-               obj.output)
+        render(
+            [{"name": n, "role": r, "created": c, "revoked": v or ""} for n, r, c, v in rows],
+            obj.output,
+        )
 
     run_command(go)
 
@@ -175,9 +197,19 @@ def datasets() -> None:
 def datasets_list(obj: Ctx, target: str, token: str | None, tls_ca: Path | None) -> None:
     def go() -> None:
         with _client(target, token, tls_ca) as client:
-            render([{"id": d.id, "title": d.title, "rows": d.row_count,
-                     "purposes": list(d.purposes), "policy": d.policy_version}
-                    for d in client.datasets()], obj.output)
+            render(
+                [
+                    {
+                        "id": d.id,
+                        "title": d.title,
+                        "rows": d.row_count,
+                        "purposes": list(d.purposes),
+                        "policy": d.policy_version,
+                    }
+                    for d in client.datasets()
+                ],
+                obj.output,
+            )
 
     run_command(go)
 
@@ -186,19 +218,33 @@ def datasets_list(obj: Ctx, target: str, token: str | None, tls_ca: Path | None)
 @click.argument("dataset")
 @client_options
 @click.pass_obj
-def datasets_describe(obj: Ctx, dataset: str, target: str, token: str | None,
-                      tls_ca: Path | None) -> None:
+def datasets_describe(
+    obj: Ctx, dataset: str, target: str, token: str | None, tls_ca: Path | None
+) -> None:
     def go() -> None:
         with _client(target, token, tls_ca) as client:
             info = client.describe(dataset)
         if obj.output == "json":
             render([dataclasses.asdict(info)], "json")
             return
-        click.echo(f"{info.id}: {info.title} (~{info.row_count:,} rows, person key "
-                   f"{info.person_key}, population {info.population}, policy {info.policy_version})")
-        render([{"column": c.name, "type": c.type, "role": str(c.role),
-                 "bins/values": list(c.bins or c.values), "aggregates": [str(a) for a in c.aggregates],
-                 "description": c.description} for c in info.columns], "table")
+        click.echo(
+            f"{info.id}: {info.title} (~{info.row_count:,} rows, person key "
+            f"{info.person_key}, population {info.population}, policy {info.policy_version})"
+        )
+        render(
+            [
+                {
+                    "column": c.name,
+                    "type": c.type,
+                    "role": str(c.role),
+                    "bins/values": list(c.bins or c.values),
+                    "aggregates": [str(a) for a in c.aggregates],
+                    "description": c.description,
+                }
+                for c in info.columns
+            ],
+            "table",
+        )
 
     run_command(go)
 
@@ -207,9 +253,11 @@ def datasets_describe(obj: Ctx, dataset: str, target: str, token: str | None,
 @click.argument("dataset")
 @client_options
 @click.pass_obj
-def datasets_register(obj: Ctx, dataset: str, target: str, token: str | None,
-                      tls_ca: Path | None) -> None:
+def datasets_register(
+    obj: Ctx, dataset: str, target: str, token: str | None, tls_ca: Path | None
+) -> None:
     """Steward: register DATASET from policies/DATASET.yaml (its source file is in the policy)."""
+
     def go() -> None:
         with _client(target, token, tls_ca) as client:
             info = client.register_dataset(dataset)
@@ -246,12 +294,23 @@ def _grant(value: str) -> tuple[str, str]:
 @_quota_options
 @client_options
 @click.pass_obj
-def projects_create(obj: Ctx, project_id: str, title: str, members: tuple[str, ...],
-                    grants: tuple[str, ...], expires: dt.datetime, target: str,
-                    token: str | None, tls_ca: Path | None, **quota: int | None) -> None:
+def projects_create(
+    obj: Ctx,
+    /,
+    project_id: str,
+    title: str,
+    members: tuple[str, ...],
+    grants: tuple[str, ...],
+    expires: dt.datetime,
+    target: str,
+    token: str | None,
+    tls_ca: Path | None,
+    **quota: int | None,
+) -> None:
     parsed = tuple(_grant(g) for g in grants)
-    project = Project(project_id, title or project_id, members, parsed, expires.date(),
-                      QuotaLimits(**quota))
+    project = Project(
+        project_id, title or project_id, members, parsed, expires.date(), QuotaLimits(**quota)
+    )
 
     def go() -> None:
         with _client(target, token, tls_ca) as client:
@@ -266,17 +325,34 @@ def projects_create(obj: Ctx, project_id: str, title: str, members: tuple[str, .
 @_quota_options
 @client_options
 @click.pass_obj
-def projects_quota(obj: Ctx, project_id: str, target: str, token: str | None,
-                   tls_ca: Path | None, **quota: int | None) -> None:
+def projects_quota(
+    obj: Ctx,
+    /,
+    project_id: str,
+    target: str,
+    token: str | None,
+    tls_ca: Path | None,
+    **quota: int | None,
+) -> None:
     """Show usage; with limit options, set the project's quota (unset = unlimited)."""
+
     def go() -> None:
         with _client(target, token, tls_ca) as client:
             if any(v is not None for v in quota.values()):
                 client.set_quota(project_id, QuotaLimits(**quota))
             usage = client.quota(project_id)
         limits = dataclasses.asdict(usage.limits)
-        render([{"quota": k, "used": getattr(usage, k.replace("_per_day", "_today")),
-                 "limit": "unlimited" if v is None else v} for k, v in limits.items()], obj.output)
+        render(
+            [
+                {
+                    "quota": k,
+                    "used": getattr(usage, k.replace("_per_day", "_today")),
+                    "limit": "unlimited" if v is None else v,
+                }
+                for k, v in limits.items()
+            ],
+            obj.output,
+        )
 
     run_command(go)
 
@@ -293,8 +369,13 @@ def projects_list(obj: Ctx, target: str, token: str | None, tls_ca: Path | None)
 
 
 def _project_row(p: Project) -> dict[str, Any]:
-    return {"id": p.id, "title": p.title, "members": list(p.members),
-            "grants": [f"{d}:{u}" for d, u in p.grants], "expires": p.expires.isoformat()}
+    return {
+        "id": p.id,
+        "title": p.title,
+        "members": list(p.members),
+        "grants": [f"{d}:{u}" for d, u in p.grants],
+        "expires": p.expires.isoformat(),
+    }
 
 
 # ---- policy ---------------------------------------------------------------------------------
@@ -324,10 +405,16 @@ def jobs() -> None:
 
 
 def _job_row(j: Any) -> dict[str, Any]:
-    return {"job_id": j.job_id, "state": j.state.value, "dataset": j.spec.dataset,
-            "project": j.spec.project, "purpose": j.spec.purpose,
-            "created": j.created_at.isoformat(timespec="seconds"), "reason": j.reason,
-            "rules": list(j.rule_ids)}
+    return {
+        "job_id": j.job_id,
+        "state": j.state.value,
+        "dataset": j.spec.dataset,
+        "project": j.spec.project,
+        "purpose": j.spec.purpose,
+        "created": j.created_at.isoformat(timespec="seconds"),
+        "reason": j.reason,
+        "rules": list(j.rule_ids),
+    }
 
 
 @jobs.command("list")
@@ -335,8 +422,9 @@ def _job_row(j: Any) -> dict[str, Any]:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
 @client_options
 @click.pass_obj
-def jobs_list(obj: Ctx, project: str, limit: int, target: str, token: str | None,
-              tls_ca: Path | None) -> None:
+def jobs_list(
+    obj: Ctx, project: str, limit: int, target: str, token: str | None, tls_ca: Path | None
+) -> None:
     def go() -> None:
         with _client(target, token, tls_ca) as client:
             render([_job_row(j) for j in client.jobs(project, limit)], obj.output)
@@ -352,8 +440,11 @@ def jobs_show(obj: Ctx, job_id: str, target: str, token: str | None, tls_ca: Pat
     def go() -> None:
         with _client(target, token, tls_ca) as client:
             info = client.job(job_id).info
-        row = _job_row(info) | {"message": info.message, "rows_scanned": info.rows_scanned,
-                                "policy_version": info.policy_version}
+        row = _job_row(info) | {
+            "message": info.message,
+            "rows_scanned": info.rows_scanned,
+            "policy_version": info.policy_version,
+        }
         if obj.output == "json":
             render([row], "json")
         else:
@@ -374,30 +465,48 @@ def audit() -> None:
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
 @client_options
 @click.pass_obj
-def audit_list(obj: Ctx, after: int, limit: int, target: str, token: str | None,
-               tls_ca: Path | None) -> None:
+def audit_list(
+    obj: Ctx, after: int, limit: int, target: str, token: str | None, tls_ca: Path | None
+) -> None:
     def go() -> None:
         with _client(target, token, tls_ca) as client:
             records = client.audit_entries(after, limit)
         if obj.output == "json":
             render([r.entry | {"leaf_hash": r.leaf_hash} for r in records], "json")
             return
-        render([{"seq": r.seq, "time": r.entry.get("time", "")[:19], "event": r.entry.get("event"),
-                 "actor": r.entry.get("actor", ""), "project": r.entry.get("project", ""),
-                 "decision": r.entry.get("decision", ""),
-                 "rules": r.entry.get("rule_ids", [])} for r in records], "table")
+        render(
+            [
+                {
+                    "seq": r.seq,
+                    "time": r.entry.get("time", "")[:19],
+                    "event": r.entry.get("event"),
+                    "actor": r.entry.get("actor", ""),
+                    "project": r.entry.get("project", ""),
+                    "decision": r.entry.get("decision", ""),
+                    "rules": r.entry.get("rule_ids", []),
+                }
+                for r in records
+            ],
+            "table",
+        )
 
     run_command(go)
 
 
 @audit.command("verify")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Verify the state store directly (offline, no server).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Verify the state store directly (offline, no server).",
+)
 @client_options
 @click.pass_obj
-def audit_verify(obj: Ctx, config_path: Path | None, target: str, token: str | None,
-                 tls_ca: Path | None) -> None:
+def audit_verify(
+    obj: Ctx, config_path: Path | None, target: str, token: str | None, tls_ca: Path | None
+) -> None:
     """Recompute every leaf hash and the Merkle root. Exit 3 if the log was altered."""
+
     def go() -> None:
         if config_path is not None:
             from sandbox.audit import AuditLog
@@ -409,8 +518,10 @@ def audit_verify(obj: Ctx, config_path: Path | None, target: str, token: str | N
                 report = client.audit_verify()
         render([dataclasses.asdict(report)], obj.output)
         if not report.ok:
-            click.echo(f"audit log verification FAILED at seq {report.first_bad_seq}: "
-                       f"{report.problem}", err=True)
+            click.echo(
+                f"audit log verification FAILED at seq {report.first_bad_seq}: {report.problem}",
+                err=True,
+            )
             sys.exit(EXIT_TAMPERED)
 
     run_command(go)

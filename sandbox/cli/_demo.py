@@ -53,14 +53,19 @@ def _write_config(workdir: Path, policy_dir: Path) -> Path:
 
 
 def _issue_tokens(db: Database) -> dict[str, str]:
-    people = {"olivia": Role.ADMIN, "sam": Role.STEWARD, "ana": Role.RESEARCHER,
-              "chen": Role.COMPLIANCE}
+    people = {
+        "olivia": Role.ADMIN,
+        "sam": Role.STEWARD,
+        "ana": Role.RESEARCHER,
+        "chen": Role.COMPLIANCE,
+    }
     tokens = {}
     with db.write() as conn:
         for name, role in people.items():
             tokens[name] = Principals(db).add(conn, name, role)
-            AuditLog(db).append(conn, "principal.added", actor="operator", principal=name,
-                                role=str(role))
+            AuditLog(db).append(
+                conn, "principal.added", actor="operator", principal=name, role=str(role)
+            )
     return tokens
 
 
@@ -97,14 +102,19 @@ def _session(target: str, tokens: dict[str, str]) -> None:
     with Client(target, token=tokens["sam"]) as steward:
         for dataset in ("residents", "clinic_visits"):
             info = steward.register_dataset(dataset)
-            click.echo(f"steward registered {info.id} (~{info.row_count:,} rows, {info.policy_version})")
+            click.echo(
+                f"steward registered {info.id} (~{info.row_count:,} rows, {info.policy_version})"
+            )
         steward.create_project(
             Project(
                 id=PROJECT,
                 title="Health care use and income across districts",
                 members=("ana",),
-                grants=(("residents", "public-health-research"), ("residents", "urban-planning"),
-                        ("clinic_visits", "public-health-research")),
+                grants=(
+                    ("residents", "public-health-research"),
+                    ("residents", "urban-planning"),
+                    ("clinic_visits", "public-health-research"),
+                ),
                 expires=dt.date.today() + dt.timedelta(days=365),
                 quota=QuotaLimits(jobs_per_day=100, rows_total=10_000_000_000),
             )
@@ -119,28 +129,44 @@ def _session(target: str, tokens: dict[str, str]) -> None:
         result = ana.sql(
             "SELECT district, COUNT(*) AS residents, AVG(monthly_income) AS mean_income, "
             "AVG(clinic_visits) AS mean_visits FROM residents WHERE age >= 65 GROUP BY district",
-            project=PROJECT, purpose="public-health-research",
+            project=PROJECT,
+            purpose="public-health-research",
         )
-        _show(f"Residents aged 65+ by district ({time.perf_counter() - start:.2f}s)",
-              result.to_dataframe())
+        _show(
+            f"Residents aged 65+ by district ({time.perf_counter() - start:.2f}s)",
+            result.to_dataframe(),
+        )
 
-        query = (ana.query("residents").where("district", "=", "Old Town")
-                 .where("age", ">=", 80).group_by("sub_district", "household_size")
-                 .count_persons("persons").mean("clinic_visits"))
+        query = (
+            ana.query("residents")
+            .where("district", "=", "Old Harbor")
+            .where("age", ">=", 80)
+            .group_by("sub_district", "household_size")
+            .count_persons("persons")
+            .mean("clinic_visits")
+        )
         job = ana.submit(query, project=PROJECT, purpose="public-health-research")
         result = job.result(timeout=120)
         frame = result.to_dataframe()
-        _show(f"Old Town, aged 80+, by sub-district and household size "
-              f"({result.suppressed} cells suppressed: fewer than 10 persons)", frame.head(12))
+        _show(
+            f"Old Harbor, aged 80+, by sub-district and household size "
+            f"({result.suppressed} cells suppressed: fewer than 10 persons)",
+            frame.head(12),
+        )
 
         click.secho("\nRefused jobs:", bold=True)
         attempts = [
-            ("mean income for urban planning",
-             "SELECT district, AVG(monthly_income) FROM residents GROUP BY district",
-             "urban-planning"),
-            ("a filter that singles out a handful of people",
-             "SELECT COUNT(*) FROM residents WHERE age >= 100 AND household_size = 8 "
-             "AND district = 'Lakeview'", "public-health-research"),
+            (
+                "mean income for urban planning",
+                "SELECT district, AVG(monthly_income) FROM residents GROUP BY district",
+                "urban-planning",
+            ),
+            (
+                "a filter that singles out a handful of people",
+                "SELECT COUNT(*) FROM residents WHERE age >= 100 AND household_size = 8 "
+                "AND district = 'Greenmoor'",
+                "public-health-research",
+            ),
         ]
         for label, sql, purpose in attempts:
             try:
@@ -149,11 +175,15 @@ def _session(target: str, tokens: dict[str, str]) -> None:
             except SandboxError as exc:
                 click.echo(f"  {label}: {exc}")
         usage = ana.quota(PROJECT)
-        click.echo(f"\nquota used: {usage.jobs_today} of {usage.limits.jobs_per_day} jobs today, "
-                   f"{usage.rows_total:,} rows scanned")
+        click.echo(
+            f"\nquota used: {usage.jobs_today} of {usage.limits.jobs_per_day} jobs today, "
+            f"{usage.rows_total:,} rows scanned"
+        )
 
     with Client(target, token=tokens["chen"]) as chen:
         report = chen.audit_verify()
         click.secho("\n== compliance (chen) ==", bold=True)
-        click.echo(f"audit log: {report.size} entries, root {report.root[:16]}…, "
-                   f"verified {'OK' if report.ok else 'FAILED'}")
+        click.echo(
+            f"audit log: {report.size} entries, root {report.root[:16]}…, "
+            f"verified {'OK' if report.ok else 'FAILED'}"
+        )

@@ -74,7 +74,7 @@ class Client:
         timeout: float = 30.0,
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        options = [
+        options: list[tuple[str, str | int]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.keepalive_time_ms", 60_000),
@@ -153,7 +153,7 @@ class Client:
         req = jobs_pb2.SubmitJobRequest(
             request_id=request_id or secrets.token_hex(16), spec=wire.spec_to_pb(spec)
         )
-        return Job(self, wire.job_from_pb(self._call(self._jobs.SubmitJob, req)))
+        return Job(self, wire.job_from_pb(self._call(self._jobs.SubmitJob, req).job))
 
     def run(
         self,
@@ -164,8 +164,26 @@ class Client:
         timeout: float | None = None,
         progress: bool = False,
     ) -> Result:
-        """Submit and block until the released result is available."""
-        return self.submit(job, project=project, purpose=purpose).result(timeout, progress=progress)
+        """Submit and block until the released result is available.
+
+        A small job completes in one round trip: the server long-polls and returns the
+        released table inline; otherwise this falls back to waiting on the job handle.
+        """
+        spec = self._spec(job, project, purpose)
+        first_wait = 0.0 if progress else min(timeout if timeout is not None else 10.0, 10.0)
+        req = jobs_pb2.SubmitJobRequest(
+            request_id=secrets.token_hex(16),
+            spec=wire.spec_to_pb(spec),
+            wait_seconds=first_wait,
+            include_result=True,
+        )
+        started = time.monotonic()
+        resp = self._call(self._jobs.SubmitJob, req, timeout=first_wait + self._timeout)
+        info = wire.job_from_pb(resp.job)
+        if resp.HasField("result"):
+            return _inline_result(info.job_id, resp.result)
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+        return Job(self, info).result(left, progress=progress)
 
     def sql(
         self,
@@ -188,11 +206,19 @@ class Client:
         return [wire.job_from_pb(j) for j in self._call(self._jobs.ListJobs, req).jobs]
 
     def _get(self, job_id: str) -> JobInfo:
-        return wire.job_from_pb(self._call(self._jobs.GetJob, jobs_pb2.GetJobRequest(job_id=job_id)))
+        return wire.job_from_pb(
+            self._call(self._jobs.GetJob, jobs_pb2.GetJobRequest(job_id=job_id))
+        )
 
-    def _wait(self, job_id: str, seconds: float) -> JobInfo:
-        req = jobs_pb2.WaitJobRequest(job_id=job_id, timeout_seconds=seconds)
-        return wire.job_from_pb(self._call(self._jobs.WaitJob, req, timeout=seconds + 10).job)
+    def _wait(
+        self, job_id: str, seconds: float, include_result: bool = False
+    ) -> tuple[JobInfo, Result | None]:
+        req = jobs_pb2.WaitJobRequest(
+            job_id=job_id, timeout_seconds=seconds, include_result=include_result
+        )
+        resp = self._call(self._jobs.WaitJob, req, timeout=seconds + self._timeout)
+        info = wire.job_from_pb(resp.job)
+        return info, _inline_result(job_id, resp.result) if resp.HasField("result") else None
 
     def _cancel(self, job_id: str) -> JobInfo:
         req = jobs_pb2.CancelJobRequest(job_id=job_id)
@@ -241,6 +267,11 @@ class Client:
         )
 
 
+def _inline_result(job_id: str, chunk: jobs_pb2.ResultChunk) -> Result:
+    table, digest = wire.result_from_chunks([chunk])
+    return Result(job_id, table, digest)
+
+
 class Job:
     """A future-like handle on a submitted job."""
 
@@ -271,6 +302,14 @@ class Job:
 
     def wait(self, timeout: float | None = None, *, progress: bool = False) -> JobInfo:
         """Block (server long-poll) until the job ends or ``timeout`` seconds pass."""
+        self._wait(timeout, progress=progress, include_result=False)
+        return self.info
+
+    def _wait(
+        self, timeout: float | None, *, progress: bool, include_result: bool
+    ) -> Result | None:
+        inline: Result | None = None
+        slice_s = 1.0 if progress else _WAIT_SLICE_S
         deadline = None if timeout is None else time.monotonic() + timeout
         bar: Any = None
         if progress:
@@ -279,23 +318,26 @@ class Job:
             bar = tqdm(total=100, desc=f"job {self.job_id[:8]}", unit="%")
         try:
             while not self.info.state.terminal:
-                left = _WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
+                left = slice_s if deadline is None else deadline - time.monotonic()
                 if left <= 0:
                     break
-                self.info = self._client._wait(self.job_id, min(left, _WAIT_SLICE_S))
+                self.info, inline = self._client._wait(
+                    self.job_id, min(left, slice_s), include_result
+                )
                 if bar is not None:
                     bar.set_postfix_str(self.info.state.value)
                     bar.update(max(0, int(self.info.progress * 100) - bar.n))
         finally:
             if bar is not None:
                 bar.close()
-        return self.info
+        return inline
 
     def result(self, timeout: float | None = None, *, progress: bool = False) -> Result:
         """Wait for the job, then fetch its released result; raises if it did not succeed."""
-        info = self.wait(timeout, progress=progress)
+        inline = self._wait(timeout, progress=progress, include_result=True)
+        info = self.info
         if info.state == JobState.SUCCEEDED:
-            return self._client._result(self.job_id)
+            return inline or self._client._result(self.job_id)
         if not info.state.terminal:
             raise Timeout(f"job {self.job_id} still {info.state.value}", job_id=self.job_id)
         if info.state == JobState.CANCELLED:

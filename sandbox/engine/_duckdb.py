@@ -43,7 +43,7 @@ class SourceFacts:
 
 class Engine:
     def __init__(self, threads: int = 2, memory_limit: str = "") -> None:
-        config: dict[str, str | int] = {"threads": threads}
+        config: dict[str, str | bool | int | float | list[str]] = {"threads": threads}
         if memory_limit:
             config["memory_limit"] = memory_limit
         self._db = duckdb.connect(":memory:", config=config)
@@ -88,8 +88,8 @@ class Engine:
                 )
             )
         if plan.has_filters and total is None:
-            # Without group keys the single cell is the whole query set.
-            total = cells[0].persons if (cells and n_keys == 0) else 0
+            # One row per person: the cells partition the query set.
+            total = sum(c.persons for c in cells)
         return RawTable(tuple(cells), total)
 
     def progress(self, job_id: str) -> float:
@@ -108,6 +108,13 @@ class Engine:
             self._cancelled.add(job_id)
             cursor = self._running.get(job_id)
         if cursor is not None:
+            cursor.interrupt()
+
+    def interrupt_all(self) -> None:
+        with self._lock:
+            running = list(self._running.items())
+            self._cancelled.update(job for job, _ in running)
+        for _, cursor in running:
             cursor.interrupt()
 
     def inspect_source(self, path: Path, file_format: str, person_key: str) -> SourceFacts:

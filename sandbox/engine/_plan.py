@@ -7,6 +7,7 @@ catalogue's schema and quoted, every value is a ``?`` parameter.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from dataclasses import dataclass
 
 from sandbox._errors import InvalidJobSpec
@@ -14,11 +15,28 @@ from sandbox._model import AggFunc, Filter, FilterOp, JobSpec, Scalar
 from sandbox.policy import Policy
 from sandbox.state import DatasetRecord
 
-_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
-            "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL", "REAL")
+_NUMERIC = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "FLOAT",
+    "DOUBLE",
+    "DECIMAL",
+    "REAL",
+)
 _SQL_OPS = {
-    FilterOp.EQ: "=", FilterOp.NE: "<>", FilterOp.LT: "<", FilterOp.LE: "<=",
-    FilterOp.GT: ">", FilterOp.GE: ">=",
+    FilterOp.EQ: "=",
+    FilterOp.NE: "<>",
+    FilterOp.LT: "<",
+    FilterOp.LE: "<=",
+    FilterOp.GT: ">",
+    FilterOp.GE: ">=",
 }
 
 
@@ -49,7 +67,7 @@ def bin_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
     def fmt(x: float) -> str:
         return str(int(x)) if float(x).is_integer() else str(x)
 
-    return tuple(f"[{fmt(lo)}, {fmt(hi)})" for lo, hi in zip(edges, edges[1:], strict=False))
+    return tuple(f"[{fmt(lo)}, {fmt(hi)})" for lo, hi in itertools.pairwise(edges))
 
 
 def _kind(sql_type: str) -> str:
@@ -93,11 +111,23 @@ def _condition(f: Filter, sql_type: str) -> tuple[str, list[object]]:
     return f"{col} {_SQL_OPS[f.op]} ?", vals
 
 
+def _clamped(column: str, policy: Policy, params: list[object]) -> str:
+    """The measure clamped to its declared bounds, so no one value can dominate a cell."""
+    col_policy = policy.column(column)
+    if col_policy is None or col_policy.bounds is None:
+        return quote_ident(column)
+    params += [col_policy.bounds[0], col_policy.bounds[1]]
+    return f"least(greatest({quote_ident(column)}, ?), ?)"
+
+
 def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
     """Build the query for an already-authorised spec."""
     types = record.column_types
-    for name in (*spec.group_by, *(f.column for f in spec.filters),
-                 *(a.column for a in spec.aggregates if a.column)):
+    for name in (
+        *spec.group_by,
+        *(f.column for f in spec.filters),
+        *(a.column for a in spec.aggregates if a.column),
+    ):
         if name not in types:
             raise InvalidJobSpec(f"column '{name}' is not in the dataset")
     params: list[object] = [record.source]
@@ -128,10 +158,9 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
             expr = "count(*)"
         elif agg.function == AggFunc.COUNT_DISTINCT:
             expr = persons
-        elif agg.function == AggFunc.SUM:
-            expr = f"sum({quote_ident(agg.column)})"
         else:
-            expr = f"avg({quote_ident(agg.column)})"
+            func = "sum" if agg.function == AggFunc.SUM else "avg"
+            expr = f"{func}({_clamped(agg.column, policy, key_params)})"
         aggs.append(f"{expr} AS v{j}")
         names.append(agg.name)
     conds: list[str] = []
@@ -142,7 +171,9 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
         cond_params += vals
     reader = "read_parquet(?)" if record.file_format == "parquet" else "read_csv(?, header = true)"
     key_names = [f"k{i}" for i in range(len(keys))]
-    with_total = bool(spec.filters) and bool(keys)
+    # The query-set size is the sum of the cells when each person has one row (so lies in one
+    # cell); otherwise a grand-total grouping set counts distinct persons over the whole set.
+    with_total = bool(spec.filters) and bool(keys) and not record.persons_unique
     select = ", ".join([*keys, *aggs])
     if with_total:
         select += f", grouping({', '.join(key_names)}) AS g"

@@ -32,7 +32,7 @@ def _token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
     return None
 
 
-class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, authenticate: Callable[[str], Principal]) -> None:
         self._authenticate = authenticate
 

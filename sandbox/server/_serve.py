@@ -86,14 +86,15 @@ def start_server(config: ServerConfig, app: Sandbox | None = None) -> RunningSer
 
 def serve_forever(config: ServerConfig, on_ready: threading.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully within the grace period."""
-    running = start_server(config)
     stop = threading.Event()
 
     def handle(signum: int, frame: FrameType | None) -> None:
         log.info("signal %s: shutting down (grace %.1fs)", signum, config.grace_period_s)
         stop.set()
 
+    # Handlers first: a signal arriving while the server starts still shuts it down cleanly.
     previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    running = start_server(config)
     log.info("serving on port %d", running.port)
     if on_ready is not None:
         on_ready.set()

@@ -12,6 +12,7 @@ import grpc
 from sandbox import _wire as wire
 from sandbox._app import Sandbox
 from sandbox._errors import InvalidArgument, SandboxError
+from sandbox._model import JobInfo, JobState
 from sandbox.api.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -68,10 +69,33 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
     def __init__(self, app: Sandbox) -> None:
         self.app = app
 
+    def _wait_seconds(self, requested: float, context: Any) -> float:
+        timeout = min(max(requested, 0.0), self.app.config.max_wait_s)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = min(timeout, max(0.0, remaining - 0.05))
+        return float(timeout)
+
+    def _inline(self, info: JobInfo, wanted: bool) -> jobs_pb2.ResultChunk | None:
+        """The whole released table as one chunk, if wanted, ready and small enough."""
+        if not wanted or info.state != JobState.SUCCEEDED:
+            return None
+        table = self.app.result(current_principal(), info.job_id)
+        if len(table.rows) > wire.ROWS_PER_CHUNK:
+            return None
+        return next(wire.result_to_chunks(table))
+
     @rpc
-    def SubmitJob(self, request: Any, context: Any) -> jobs_pb2.Job:
+    def SubmitJob(self, request: Any, context: Any) -> jobs_pb2.SubmitJobResponse:
         spec = wire.spec_from_pb(request.spec)
-        return wire.job_to_pb(self.app.submit(current_principal(), spec, request.request_id))
+        principal = current_principal()
+        info = self.app.submit(principal, spec, request.request_id)
+        wait = self._wait_seconds(request.wait_seconds, context)
+        if wait > 0 and not info.state.terminal:
+            info = self.app.jobs.wait(principal, info.job_id, wait)
+        return jobs_pb2.SubmitJobResponse(
+            job=wire.job_to_pb(info), result=self._inline(info, request.include_result)
+        )
 
     @rpc
     def GetJob(self, request: Any, context: Any) -> jobs_pb2.Job:
@@ -79,12 +103,11 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
 
     @rpc
     def WaitJob(self, request: Any, context: Any) -> jobs_pb2.WaitJobResponse:
-        timeout = min(max(request.timeout_seconds, 0.0), self.app.config.max_wait_s)
-        remaining = context.time_remaining()
-        if remaining is not None:
-            timeout = min(timeout, max(0.0, remaining - 0.05))
+        timeout = self._wait_seconds(request.timeout_seconds, context)
         info = self.app.jobs.wait(current_principal(), request.job_id, timeout)
-        return jobs_pb2.WaitJobResponse(job=wire.job_to_pb(info))
+        return jobs_pb2.WaitJobResponse(
+            job=wire.job_to_pb(info), result=self._inline(info, request.include_result)
+        )
 
     @rpc
     def CancelJob(self, request: Any, context: Any) -> jobs_pb2.Job:
@@ -92,7 +115,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
 
     @rpc
     def ListJobs(self, request: Any, context: Any) -> jobs_pb2.ListJobsResponse:
-        jobs = self.app.jobs.list(current_principal(), request.project, request.limit or 100)
+        jobs = self.app.jobs.find(current_principal(), request.project, request.limit or 100)
         return jobs_pb2.ListJobsResponse(jobs=[wire.job_to_pb(j) for j in jobs])
 
     @rpc
@@ -138,7 +161,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc]
         return audit_pb2.ListAuditEntriesResponse(
             entries=[
                 audit_pb2.AuditEntry(
-                    seq=r.seq, canonical_json=canonical_json(r.entry).decode(), leaf_hash=r.leaf_hash
+                    seq=r.seq,
+                    canonical_json=canonical_json(r.entry).decode(),
+                    leaf_hash=r.leaf_hash,
                 )
                 for r in records
             ]

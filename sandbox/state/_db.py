@@ -74,6 +74,13 @@ _MIGRATIONS: tuple[str, ...] = (
         state TEXT NOT NULL CHECK (state IN ('reserved', 'committed', 'released'))
     );
     CREATE INDEX ledger_by_project ON ledger (project, state, day);
+    CREATE TABLE usage (
+        project TEXT NOT NULL,
+        day TEXT NOT NULL,
+        jobs INTEGER NOT NULL,
+        rows INTEGER NOT NULL,
+        PRIMARY KEY (project, day)
+    );
     CREATE TABLE audit (
         seq INTEGER PRIMARY KEY,
         entry TEXT NOT NULL,

@@ -7,7 +7,7 @@ import json
 import sqlite3
 from typing import Any
 
-from sandbox._model import Aggregate, AggFunc, Filter, FilterOp, JobInfo, JobSpec, JobState
+from sandbox._model import AggFunc, Aggregate, Filter, FilterOp, JobInfo, JobSpec, JobState
 from sandbox.state._db import Database
 
 _INFO = (
@@ -65,13 +65,17 @@ class Jobs:
         return _info(row) if row else None
 
     def get(self, job_id: str, conn: sqlite3.Connection | None = None) -> JobInfo | None:
-        row = (conn or self._db.conn).execute(
-            f"SELECT {_INFO} FROM jobs WHERE job_id = ?",  # noqa: S608 - fixed column list
-            (job_id,),
-        ).fetchone()
+        row = (
+            (conn or self._db.conn)
+            .execute(
+                f"SELECT {_INFO} FROM jobs WHERE job_id = ?",  # noqa: S608 - fixed column list
+                (job_id,),
+            )
+            .fetchone()
+        )
         return _info(row) if row else None
 
-    def list(self, principal: str | None, project: str = "", limit: int = 100) -> list[JobInfo]:
+    def find(self, principal: str | None, project: str = "", limit: int = 100) -> list[JobInfo]:
         where, args = [], []
         if principal is not None:
             where.append("principal = ?")
@@ -136,7 +140,9 @@ class Jobs:
         )
 
     def result(self, job_id: str) -> bytes | None:
-        row = self._db.conn.execute("SELECT result FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        row = self._db.conn.execute(
+            "SELECT result FROM jobs WHERE job_id = ?", (job_id,)
+        ).fetchone()
         return bytes(row[0]) if row and row[0] is not None else None
 
 

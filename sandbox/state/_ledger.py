@@ -21,12 +21,16 @@ class Shortfall:
 
 class Ledger:
     def usage(self, conn: sqlite3.Connection, project: str, today: dt.date) -> QuotaUsage:
-        """Usage counting committed charges and open reservations (limits left unset)."""
+        """Usage counting committed charges and open reservations (limits left unset).
+
+        Read from per-day counters kept in step with the ledger rows, so the cost does not
+        grow with the number of jobs.
+        """
         row = conn.execute(
             "SELECT COALESCE(SUM(jobs), 0), COALESCE(SUM(rows), 0),"
             " COALESCE(SUM(CASE WHEN day = ? THEN jobs END), 0),"
             " COALESCE(SUM(CASE WHEN day = ? THEN rows END), 0)"
-            " FROM ledger WHERE project = ? AND state != 'released'",
+            " FROM usage WHERE project = ?",
             (today.isoformat(), today.isoformat(), project),
         ).fetchone()
         return QuotaUsage(
@@ -68,17 +72,41 @@ class Ledger:
             " VALUES (?, ?, ?, 1, ?, 'reserved')",
             (project, job_id, today.isoformat(), rows),
         )
+        self._count(conn, project, today.isoformat(), 1, rows)
 
     def commit(self, conn: sqlite3.Connection, job_id: str, rows: int) -> None:
+        """Turn the reservation into a charge of ``rows`` actually scanned."""
+        held = self._reserved(conn, job_id)
+        if held is None:
+            return
         conn.execute(
-            "UPDATE ledger SET state = 'committed', rows = ? WHERE job_id = ? AND state = 'reserved'",
-            (rows, job_id),
+            "UPDATE ledger SET state = 'committed', rows = ? WHERE job_id = ?", (rows, job_id)
         )
+        self._count(conn, held[0], held[1], 0, rows - held[2])
 
     def release(self, conn: sqlite3.Connection, job_id: str) -> None:
-        conn.execute(
-            "UPDATE ledger SET state = 'released' WHERE job_id = ? AND state = 'reserved'",
+        """Give a reservation back (only when no data was read)."""
+        held = self._reserved(conn, job_id)
+        if held is None:
+            return
+        conn.execute("UPDATE ledger SET state = 'released' WHERE job_id = ?", (job_id,))
+        self._count(conn, held[0], held[1], -1, -held[2])
+
+    def _reserved(self, conn: sqlite3.Connection, job_id: str) -> tuple[str, str, int] | None:
+        row = conn.execute(
+            "SELECT project, day, rows FROM ledger WHERE job_id = ? AND state = 'reserved'",
             (job_id,),
+        ).fetchone()
+        return (str(row[0]), str(row[1]), int(row[2])) if row else None
+
+    def _count(
+        self, conn: sqlite3.Connection, project: str, day: str, jobs: int, rows: int
+    ) -> None:
+        conn.execute(
+            "INSERT INTO usage (project, day, jobs, rows) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (project, day) DO UPDATE SET jobs = jobs + excluded.jobs,"
+            " rows = rows + excluded.rows",
+            (project, day, jobs, rows),
         )
 
     def charges(self, conn: sqlite3.Connection, project: str) -> dict[str, str]:

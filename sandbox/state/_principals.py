@@ -12,7 +12,7 @@ from sandbox._errors import AlreadyExists, InvalidArgument, NotFound, Unauthenti
 from sandbox._model import Principal, Role
 from sandbox.state._db import Database
 
-TOKEN_PREFIX = "sbx_"
+TOKEN_PREFIX = "sbx_"  # noqa: S105 - a prefix, not a secret
 _NAME = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
 
 

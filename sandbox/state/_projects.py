@@ -20,6 +20,7 @@ class Projects:
         self._db = db
 
     def create(self, conn: sqlite3.Connection, project: Project, created_by: str) -> None:
+        _check_quota(project.quota)
         if not _ID.match(project.id):
             raise InvalidArgument("project ids are 1-63 chars: lower-case letters, digits, '-'")
         for _, purpose in project.grants:
@@ -44,6 +45,7 @@ class Projects:
             raise AlreadyExists(f"project '{project.id}' already exists") from None
 
     def set_quota(self, conn: sqlite3.Connection, project_id: str, quota: QuotaLimits) -> None:
+        _check_quota(quota)
         cur = conn.execute(
             "UPDATE projects SET quota = ? WHERE id = ?",
             (json.dumps(dataclasses.asdict(quota)), project_id),
@@ -52,10 +54,14 @@ class Projects:
             raise NotFound(f"project '{project_id}' not found")
 
     def get(self, project_id: str, conn: sqlite3.Connection | None = None) -> Project | None:
-        row = (conn or self._db.conn).execute(
-            "SELECT id, title, members, grants, expires, quota FROM projects WHERE id = ?",
-            (project_id,),
-        ).fetchone()
+        row = (
+            (conn or self._db.conn)
+            .execute(
+                "SELECT id, title, members, grants, expires, quota FROM projects WHERE id = ?",
+                (project_id,),
+            )
+            .fetchone()
+        )
         return _project(row) if row else None
 
     def list(self) -> list[Project]:
@@ -63,6 +69,12 @@ class Projects:
             "SELECT id, title, members, grants, expires, quota FROM projects ORDER BY id"
         ).fetchall()
         return [_project(r) for r in rows]
+
+
+def _check_quota(quota: QuotaLimits) -> None:
+    for name, value in dataclasses.asdict(quota).items():
+        if value is not None and value < 0:
+            raise InvalidArgument(f"quota limit '{name}' must not be negative (unset = unlimited)")
 
 
 def _project(row: tuple[str, str, str, str, str, str]) -> Project:

@@ -48,8 +48,9 @@ def test_builder_job_handle_lifecycle(exact_world: World) -> None:
     result = job.result(timeout=30)
     assert job.done() and job.state == JobState.SUCCEEDED
     frame = result.to_dataframe(status=True)
+    source = PUMS_DIR / "PUMS_pid.csv"
     expected = duckdb.sql(
-        f"SELECT married, count(*) AS n, avg(income) AS m FROM read_csv('{PUMS_DIR / 'PUMS_pid.csv'}') "
+        f"SELECT married, count(*) AS n, avg(income) AS m FROM read_csv('{source}') "
         "WHERE sex = 1 GROUP BY married ORDER BY married"
     ).df()
     assert frame["married"].tolist() == expected["married"].tolist()
@@ -84,8 +85,9 @@ def test_other_researchers_jobs_look_nonexistent(exact_world: World) -> None:
 def test_quota_and_dataframe_types(exact_world: World) -> None:
     exact_world.client("sam").set_quota("p1", QuotaLimits(jobs_per_day=5))
     ana = exact_world.client("ana")
-    frame = ana.sql("SELECT sex, COUNT(*) FROM pums GROUP BY sex", project="p1",
-                    purpose="research").to_dataframe()
+    frame = ana.sql(
+        "SELECT sex, COUNT(*) FROM pums GROUP BY sex", project="p1", purpose="research"
+    ).to_dataframe()
     assert isinstance(frame, pd.DataFrame)
     assert str(frame["count"].dtype) == "Float64"
     usage = ana.quota("p1")

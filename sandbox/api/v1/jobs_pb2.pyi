@@ -139,12 +139,24 @@ class Job(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., request_id: _Optional[str] = ..., principal: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., rule_ids: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., started_at_us: _Optional[int] = ..., finished_at_us: _Optional[int] = ..., rows_scanned: _Optional[int] = ..., policy_version: _Optional[str] = ..., progress: _Optional[float] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("request_id", "spec")
+    __slots__ = ("request_id", "spec", "wait_seconds", "include_result")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_RESULT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     spec: JobSpec
-    def __init__(self, request_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+    wait_seconds: float
+    include_result: bool
+    def __init__(self, request_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., wait_seconds: _Optional[float] = ..., include_result: _Optional[bool] = ...) -> None: ...
+
+class SubmitJobResponse(_message.Message):
+    __slots__ = ("job", "result")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    result: ResultChunk
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., result: _Optional[_Union[ResultChunk, _Mapping]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -153,18 +165,22 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class WaitJobRequest(_message.Message):
-    __slots__ = ("job_id", "timeout_seconds")
+    __slots__ = ("job_id", "timeout_seconds", "include_result")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_RESULT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     timeout_seconds: float
-    def __init__(self, job_id: _Optional[str] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    include_result: bool
+    def __init__(self, job_id: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., include_result: _Optional[bool] = ...) -> None: ...
 
 class WaitJobResponse(_message.Message):
-    __slots__ = ("job",)
+    __slots__ = ("job", "result")
     JOB_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
     job: Job
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+    result: ResultChunk
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., result: _Optional[_Union[ResultChunk, _Mapping]] = ...) -> None: ...
 
 class CancelJobRequest(_message.Message):
     __slots__ = ("job_id",)

@@ -37,7 +37,7 @@ class JobServiceStub:
         self.SubmitJob = channel.unary_unary(
                 '/sandbox.api.v1.JobService/SubmitJob',
                 request_serializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.SubmitJobRequest.SerializeToString,
-                response_deserializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.Job.FromString,
+                response_deserializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.SubmitJobResponse.FromString,
                 _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/sandbox.api.v1.JobService/GetJob',
@@ -71,6 +71,7 @@ class JobServiceServicer:
 
     def SubmitJob(self, request, context):
         """Idempotent on (caller, request_id). A refused job raises POLICY_DENIED / QUOTA_EXCEEDED.
+        With wait_seconds > 0 it long-polls like WaitJob, so a small job needs one round trip.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,7 +115,7 @@ def add_JobServiceServicer_to_server(servicer, server):
             'SubmitJob': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitJob,
                     request_deserializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.SubmitJobRequest.FromString,
-                    response_serializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+                    response_serializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.SubmitJobResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -168,7 +169,7 @@ class JobService:
             target,
             '/sandbox.api.v1.JobService/SubmitJob',
             sandbox_dot_api_dot_v1_dot_jobs__pb2.SubmitJobRequest.SerializeToString,
-            sandbox_dot_api_dot_v1_dot_jobs__pb2.Job.FromString,
+            sandbox_dot_api_dot_v1_dot_jobs__pb2.SubmitJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,251 @@
+"""Benchmark: sandbox end to end vs raw DuckDB on the same file, and small-job throughput.
+
+    python bench/bench_jobs.py                      # 1 M and 12 M residents, 7 runs each
+    python bench/bench_jobs.py --sizes 1000000 --runs 5 --small-jobs 2000
+
+The server runs as a separate process (``sandbox serve``) on a loopback port; the client and
+DuckDB run here. Both engines use the same number of threads. Ratios are measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sandbox import Client, Project, QuotaLimits, Role
+from sandbox.demo import generate_demo_data
+from sandbox.state import Database, Principals
+
+REPO = Path(__file__).resolve().parents[1]
+QUERY = (
+    "SELECT district, COUNT(*) AS n, AVG(monthly_income) AS mean_income FROM {ds} GROUP BY district"
+)
+RAW = (
+    "SELECT district, count(*) AS n, avg(monthly_income) AS mean_income "
+    "FROM read_parquet(?) GROUP BY district"
+)
+SMALL = "SELECT sex, COUNT(*) AS n FROM {ds} WHERE age >= 18 GROUP BY sex"
+THREADS = 2
+
+
+def dataset_id(size: int) -> str:
+    return f"residents_{size}"
+
+
+def prepare(work: Path, sizes: list[int], small: int) -> None:
+    policy_text = (REPO / "policies" / "residents.yaml").read_text()
+    (work / "policies").mkdir(parents=True, exist_ok=True)
+    for size in sorted({*sizes, small}):
+        data = work / "data" / str(size)
+        if not (data / "residents.parquet").exists():
+            t = time.perf_counter()
+            generate_demo_data(data, size, seed=7)
+            print(f"generated {size:,} residents in {time.perf_counter() - t:.1f}s", flush=True)
+        ds = dataset_id(size)
+        text = policy_text.replace("dataset: residents", f"dataset: {ds}", 1)
+        text = text.replace("source: residents.parquet", f"source: {size}/residents.parquet", 1)
+        (work / "policies" / f"{ds}.yaml").write_text(text)
+
+
+def start_server(work: Path) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
+    state = work / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = work / "sandbox.toml"
+    config.write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\nstate_dir = "state"\ndata_root = "data"\n'
+        f'policy_dir = "policies"\nworkers = 2\nrpc_threads = 32\nmax_concurrent_rpcs = 128\n'
+        f"engine_threads = {THREADS}\n"
+    )
+    db = Database(state / "state.sqlite3")
+    tokens = {}
+    with db.write() as conn:
+        tokens["steward"] = Principals(db).add(conn, "steward", Role.STEWARD)
+        tokens["ana"] = Principals(db).add(conn, "ana", Role.RESEARCHER)
+    db.close()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from sandbox.cli import main; main()",
+            "serve",
+            "--config",
+            str(config),
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=work,
+    )
+    target = f"127.0.0.1:{port}"
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                    break
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    return proc, target, tokens
+
+
+def timed(fn: object) -> float:
+    start = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def bench_ratio(client: Client, work: Path, size: int, runs: int) -> dict[str, float]:
+    ds = dataset_id(size)
+    path = str(work / "data" / str(size) / "residents.parquet")
+    raw = duckdb.connect(config={"threads": THREADS})
+    sql = QUERY.format(ds=ds)
+
+    def via_sandbox() -> None:
+        client.sql(sql, project="bench", purpose="public-health-research", timeout=600)
+
+    def via_duckdb() -> None:
+        raw.execute(RAW, [path]).fetchall()
+
+    via_sandbox()
+    via_duckdb()  # warm both (file cache, metadata)
+    sandbox_t, raw_t = [], []
+    for _ in range(runs):  # interleaved, so noise hits both alike
+        sandbox_t.append(timed(via_sandbox))
+        raw_t.append(timed(via_duckdb))
+    raw.close()
+    s, r = statistics.median(sandbox_t), statistics.median(raw_t)
+    return {"size": size, "sandbox_ms": s * 1000, "duckdb_ms": r * 1000, "ratio": s / r}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_throughput(
+    target: str, token: str, size: int, clients: int, jobs: int, server_pid: int
+) -> dict[str, float]:
+    sql = SMALL.format(ds=dataset_id(size))
+    latencies: list[float] = []
+    lock = threading.Lock()
+    per_client = jobs // clients
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        with Client(target, token=token) as c:
+            c.sql(sql, project="bench", purpose="public-health-research")  # warm channel
+            mine = []
+            for _ in range(per_client):
+                t = time.perf_counter()
+                try:
+                    c.sql(sql, project="bench", purpose="public-health-research")
+                except BaseException as exc:  # report, don't hide
+                    errors.append(exc)
+                    return
+                mine.append(time.perf_counter() - t)
+            with lock:
+                latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    server_cpu = cpu_seconds(server_pid)
+    client_cpu = time.process_time()
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    server_cpu = cpu_seconds(server_pid) - server_cpu
+    client_cpu = time.process_time() - client_cpu
+    if errors:
+        raise RuntimeError(f"{len(errors)} jobs failed: {errors[0]!r}")
+    latencies.sort()
+    return {
+        "jobs": len(latencies),
+        "jobs_per_s": len(latencies) / wall,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "server_cpu_ms": server_cpu / len(latencies) * 1000,
+        "client_cpu_ms": client_cpu / len(latencies) * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 12_000_000])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--small-size", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--small-jobs", type=int, default=3200)
+    parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out")
+    args = parser.parse_args()
+    work = args.workdir.resolve()
+    prepare(work, args.sizes, args.small_size)
+    proc, target, tokens = start_server(work)
+    try:
+        with Client(target, token=tokens["steward"], timeout=600) as steward:
+            for size in sorted({*args.sizes, args.small_size}):
+                steward.register_dataset(dataset_id(size))
+            grants = tuple(
+                (dataset_id(s), "public-health-research") for s in {*args.sizes, args.small_size}
+            )
+            steward.create_project(
+                Project(
+                    "bench",
+                    "benchmark",
+                    ("ana",),
+                    grants,
+                    dt.date.today() + dt.timedelta(days=1),
+                    QuotaLimits(),
+                )
+            )
+        print(f"\n{os.cpu_count()} cores; engine threads {THREADS}; median of {args.runs} runs")
+        print("group-by aggregate (district: count, mean income), end to end vs raw DuckDB")
+        print(f"{'residents':>12} {'sandbox ms':>11} {'duckdb ms':>10} {'ratio':>6}")
+        with Client(target, token=tokens["ana"], timeout=600) as ana:
+            for size in args.sizes:
+                r = bench_ratio(ana, work, size, args.runs)
+                print(
+                    f"{size:>12,} {r['sandbox_ms']:>11.1f} {r['duckdb_ms']:>10.1f} "
+                    f"{r['ratio']:>6.2f}",
+                    flush=True,
+                )
+        t = bench_throughput(
+            target, tokens["ana"], args.small_size, args.clients, args.small_jobs, proc.pid
+        )
+        print(
+            f"\n{args.clients} concurrent clients, small jobs on {args.small_size:,} residents: "
+            f"{t['jobs']:.0f} jobs, {t['jobs_per_s']:.0f} jobs/s, p50 {t['p50_ms']:.1f} ms, "
+            f"p99 {t['p99_ms']:.1f} ms"
+        )
+        print(
+            f"CPU per job: server {t['server_cpu_ms']:.2f} ms, "
+            f"benchmark clients {t['client_cpu_ms']:.2f} ms"
+        )
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+if __name__ == "__main__":
+    main()
