@@ -95,7 +95,8 @@ class Sandbox:
         if not source.is_relative_to(root) or not source.is_file():
             raise NotFound(f"source file of dataset '{dataset}' not found under the data root")
         fmt = "parquet" if source.suffix == ".parquet" else "csv"
-        facts = self.engine.inspect_source(source, fmt, policy.person_key)
+        measures = tuple(c.name for c in policy.columns if c.role == ColumnRole.MEASURE)
+        facts = self.engine.inspect_source(source, fmt, policy.person_key, measures)
         missing = [c.name for c in policy.columns if c.name not in facts.column_types]
         if missing:
             raise PolicyInvalid(
@@ -111,6 +112,7 @@ class Sandbox:
             persons_unique=facts.persons == facts.row_count,
             column_types=facts.column_types,
             policy_version=policy.version_label,
+            measure_ranges=facts.ranges,
         )
         with self.db.write() as conn:
             self.catalogue.put(conn, record, principal.name)

@@ -39,6 +39,7 @@ class SourceFacts:
     row_count: int
     persons: int
     file_digest: str
+    ranges: dict[str, tuple[float, float]]
 
 
 class Engine:
@@ -117,8 +118,10 @@ class Engine:
         for _, cursor in running:
             cursor.interrupt()
 
-    def inspect_source(self, path: Path, file_format: str, person_key: str) -> SourceFacts:
-        """Schema, row count, distinct persons and content digest of a source file."""
+    def inspect_source(
+        self, path: Path, file_format: str, person_key: str, measures: tuple[str, ...] = ()
+    ) -> SourceFacts:
+        """Schema, row count, distinct persons, measure ranges and digest of a source file."""
         reader = "read_parquet(?)" if file_format == "parquet" else "read_csv(?, header = true)"
         cursor = self._db.cursor()
         try:
@@ -127,8 +130,10 @@ class Engine:
             if person_key not in types:
                 raise JobFailed(f"person key column '{person_key}' is not in the source file")
             pk = quote_ident(person_key)
+            present = [m for m in measures if m in types]
+            extremes = "".join(f", min({quote_ident(m)}), max({quote_ident(m)})" for m in present)
             row = cursor.execute(
-                f"SELECT count(*), count(DISTINCT {pk}) FROM {reader}",  # noqa: S608 - quoted
+                f"SELECT count(*), count(DISTINCT {pk}){extremes} FROM {reader}",  # noqa: S608
                 [str(path)],
             ).fetchone()
         except duckdb.Error as exc:
@@ -140,7 +145,12 @@ class Engine:
         with path.open("rb") as fh:
             while chunk := fh.read(1 << 20):
                 digest.update(chunk)
-        return SourceFacts(types, int(row[0]), int(row[1]), digest.hexdigest())
+        ranges = {
+            m: (float(row[2 + 2 * i]), float(row[3 + 2 * i]))
+            for i, m in enumerate(present)
+            if row[2 + 2 * i] is not None
+        }
+        return SourceFacts(types, int(row[0]), int(row[1]), digest.hexdigest(), ranges)
 
 
 def _number(v: object) -> float | int | None:

@@ -111,10 +111,17 @@ def _condition(f: Filter, sql_type: str) -> tuple[str, list[object]]:
     return f"{col} {_SQL_OPS[f.op]} ?", vals
 
 
-def _clamped(column: str, policy: Policy, params: list[object]) -> str:
-    """The measure clamped to its declared bounds, so no one value can dominate a cell."""
+def _clamped(column: str, policy: Policy, record: DatasetRecord, params: list[object]) -> str:
+    """The measure clamped to its declared bounds, so no one value can dominate a cell.
+
+    Skipped when the registered file's values already lie within the bounds (a no-op then).
+    """
     col_policy = policy.column(column)
     if col_policy is None or col_policy.bounds is None:
+        return quote_ident(column)
+    seen = record.measure_ranges.get(column)
+    lo, hi = col_policy.bounds
+    if seen is not None and lo <= seen[0] and seen[1] <= hi:
         return quote_ident(column)
     params += [col_policy.bounds[0], col_policy.bounds[1]]
     return f"least(greatest({quote_ident(column)}, ?), ?)"
@@ -160,7 +167,7 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
             expr = persons
         else:
             func = "sum" if agg.function == AggFunc.SUM else "avg"
-            expr = f"{func}({_clamped(agg.column, policy, key_params)})"
+            expr = f"{func}({_clamped(agg.column, policy, record, key_params)})"
         aggs.append(f"{expr} AS v{j}")
         names.append(agg.name)
     conds: list[str] = []

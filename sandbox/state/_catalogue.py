@@ -23,11 +23,16 @@ class DatasetRecord:
     """Every person has exactly one row, so distinct persons equal rows in any cell."""
     column_types: dict[str, str]
     policy_version: str
+    measure_ranges: dict[str, tuple[float, float]]
+    """Observed (min, max) of each measure, to skip clamping that cannot change a value.
+
+    Server-internal: never released, logged or shown.
+    """
 
 
 _COLUMNS = (
     "id, source, file_format, file_digest, row_count, persons, persons_unique,"
-    " column_types, policy_version"
+    " column_types, policy_version, measure_ranges"
 )
 
 
@@ -38,7 +43,7 @@ class Catalogue:
     def put(self, conn: sqlite3.Connection, rec: DatasetRecord, registered_by: str) -> None:
         conn.execute(
             f"INSERT OR REPLACE INTO datasets ({_COLUMNS}, registered_at, registered_by)"  # noqa: S608 - fixed column list
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 rec.id,
                 rec.source,
@@ -49,6 +54,7 @@ class Catalogue:
                 int(rec.persons_unique),
                 json.dumps(rec.column_types),
                 rec.policy_version,
+                json.dumps(rec.measure_ranges),
                 dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 registered_by,
             ),
@@ -79,4 +85,5 @@ def _record(row: tuple[object, ...]) -> DatasetRecord:
         persons_unique=bool(row[6]),
         column_types=json.loads(str(row[7])),
         policy_version=str(row[8]),
+        measure_ranges={k: (v[0], v[1]) for k, v in json.loads(str(row[9])).items()},
     )

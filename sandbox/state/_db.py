@@ -26,6 +26,7 @@ _MIGRATIONS: tuple[str, ...] = (
         persons INTEGER NOT NULL,
         persons_unique INTEGER NOT NULL,
         column_types TEXT NOT NULL,
+        measure_ranges TEXT NOT NULL,
         policy_version TEXT NOT NULL,
         registered_at TEXT NOT NULL,
         registered_by TEXT NOT NULL
