@@ -113,6 +113,7 @@ class Sandbox:
             column_types=facts.column_types,
             policy_version=policy.version_label,
             measure_ranges=facts.ranges,
+            file_fingerprint=facts.fingerprint,
         )
         with self.db.write() as conn:
             self.catalogue.put(conn, record, principal.name)

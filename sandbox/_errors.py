@@ -93,6 +93,13 @@ class DisclosureControl(SandboxError):
     reason = "DISCLOSURE_CONTROL"
 
 
+class DatasetChanged(SandboxError):
+    """The dataset's source file differs from the one registered: a steward must re-register."""
+
+    code = "FAILED_PRECONDITION"
+    reason = "DATASET_CHANGED"
+
+
 class JobNotFinished(SandboxError):
     code = "FAILED_PRECONDITION"
     reason = "JOB_NOT_FINISHED"

@@ -16,9 +16,11 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 from sandbox._errors import (
+    DatasetChanged,
     DisclosureControl,
     InvalidArgument,
     InvalidJobSpec,
@@ -44,7 +46,7 @@ from sandbox._model import (
 )
 from sandbox.audit import AuditLog
 from sandbox.disclosure import Settings, check_query_set, protect
-from sandbox.engine import Engine, Plan, plan
+from sandbox.engine import Engine, Plan, file_fingerprint, plan
 from sandbox.policy import Policy, decide
 from sandbox.state import Catalogue, Database, DatasetRecord, Jobs, Ledger, Projects
 
@@ -123,6 +125,7 @@ class JobPipeline:
                     "; ".join(r.message for r in decision.reasons), rule_ids=decision.rule_ids
                 )
             job_plan = plan(spec, record, policy)
+            _ensure_unchanged(record)
             assert project is not None
         except SandboxError as exc:
             with self._db.write() as conn:
@@ -233,6 +236,7 @@ class JobPipeline:
             info = self._jobs.get(job_id)
             assert info is not None
             raw = self._engine.run(job_id, job_plan)
+            _ensure_unchanged(record)  # what was read is what was registered
             check_query_set(raw, record.persons, policy.disclosure.min_persons_per_cell)
             table = protect(
                 raw,
@@ -426,6 +430,15 @@ def _check_shape(spec: JobSpec) -> None:
     names = [a.name for a in spec.aggregates]
     if len(set(names)) != len(names) or set(names) & set(spec.group_by):
         raise InvalidJobSpec("output column names must be unique (set an alias)")
+
+
+def _ensure_unchanged(record: DatasetRecord) -> None:
+    """Refuse a source file that is not the version registered (its facts would be stale)."""
+    if file_fingerprint(Path(record.source)) != record.file_fingerprint:
+        raise DatasetChanged(
+            f"the source of dataset '{record.id}' changed after it was registered: "
+            "a steward must register it again"
+        )
 
 
 def _principal_of(info: JobInfo) -> Principal:

@@ -8,6 +8,7 @@ ever be handed to ``sandbox.disclosure``.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,20 @@ class SourceFacts:
     persons: int
     file_digest: str
     ranges: dict[str, tuple[float, float]]
+    fingerprint: str
+    """``file_fingerprint`` of the file as read (unchanged from start to end of inspection)."""
+
+
+def file_fingerprint(path: Path) -> str:
+    """Identity of a file's current version: device, inode, size and modification time.
+
+    Any replacement (new inode) or rewrite in place (size or mtime) changes it; "" if missing.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
 class Engine:
@@ -123,6 +138,7 @@ class Engine:
     ) -> SourceFacts:
         """Schema, row count, distinct persons, measure ranges and digest of a source file."""
         reader = "read_parquet(?)" if file_format == "parquet" else "read_csv(?, header = true)"
+        before = file_fingerprint(path)
         cursor = self._db.cursor()
         try:
             described = cursor.execute(f"DESCRIBE SELECT * FROM {reader}", [str(path)]).fetchall()  # noqa: S608
@@ -145,12 +161,14 @@ class Engine:
         with path.open("rb") as fh:
             while chunk := fh.read(1 << 20):
                 digest.update(chunk)
+        if not before or file_fingerprint(path) != before:
+            raise JobFailed("the source file changed while it was being read: try again")
         ranges = {
             m: (float(row[2 + 2 * i]), float(row[3 + 2 * i]))
             for i, m in enumerate(present)
             if row[2 + 2 * i] is not None
         }
-        return SourceFacts(types, int(row[0]), int(row[1]), digest.hexdigest(), ranges)
+        return SourceFacts(types, int(row[0]), int(row[1]), digest.hexdigest(), ranges, before)
 
 
 def _number(v: object) -> float | int | None:

@@ -28,11 +28,13 @@ class DatasetRecord:
 
     Server-internal: never released, logged or shown.
     """
+    file_fingerprint: str = ""
+    """Identity (inode, size, mtime) of the file registered; any other version is refused."""
 
 
 _COLUMNS = (
     "id, source, file_format, file_digest, row_count, persons, persons_unique,"
-    " column_types, policy_version, measure_ranges"
+    " column_types, policy_version, measure_ranges, file_fingerprint"
 )
 
 
@@ -43,7 +45,7 @@ class Catalogue:
     def put(self, conn: sqlite3.Connection, rec: DatasetRecord, registered_by: str) -> None:
         conn.execute(
             f"INSERT OR REPLACE INTO datasets ({_COLUMNS}, registered_at, registered_by)"  # noqa: S608 - fixed column list
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 rec.id,
                 rec.source,
@@ -55,6 +57,7 @@ class Catalogue:
                 json.dumps(rec.column_types),
                 rec.policy_version,
                 json.dumps(rec.measure_ranges),
+                rec.file_fingerprint,
                 dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 registered_by,
             ),
@@ -86,4 +89,5 @@ def _record(row: tuple[object, ...]) -> DatasetRecord:
         column_types=json.loads(str(row[7])),
         policy_version=str(row[8]),
         measure_ranges={k: (v[0], v[1]) for k, v in json.loads(str(row[9])).items()},
+        file_fingerprint=str(row[10]),
     )

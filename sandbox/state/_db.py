@@ -94,6 +94,10 @@ _MIGRATIONS: tuple[str, ...] = (
         frontier TEXT NOT NULL
     );
     """,
+    # 2: the registered file's identity, checked before and after every read.
+    """
+    ALTER TABLE datasets ADD COLUMN file_fingerprint TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 
@@ -104,6 +108,9 @@ class Database:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        # Writers in this process queue on a lock rather than in SQLite's busy handler, whose
+        # sleep-and-retry backoff (up to 100 ms per try) would dominate tail latency.
+        self._write_lock = threading.Lock()
         self._migrate()
 
     def _connect(self) -> sqlite3.Connection:
@@ -126,13 +133,14 @@ class Database:
     def write(self) -> Iterator[sqlite3.Connection]:
         """One atomic write transaction, serialised against every other writer."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self.write() as conn:

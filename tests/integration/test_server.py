@@ -40,6 +40,7 @@ from sandbox.audit import AuditLog
 from sandbox.client._errors import raise_from_rpc
 from sandbox.state import Principals
 from tests.conftest import PUMS_DIR, REPO, World, pums_policy
+from tests.security._support import workers_held
 
 SERVICE_MODULES = (catalog_pb2, jobs_pb2, projects_pb2, audit_pb2)
 COUNT = JobSpec("pums", "census-study", "research", (Aggregate(AggFunc.COUNT),), ("sex",))
@@ -102,8 +103,10 @@ class Gate:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.data = path.read_bytes()
-        path.unlink()
-        os.mkfifo(path)
+
+    def install(self) -> None:
+        self.path.unlink()
+        os.mkfifo(self.path)
 
     def release(self, timeout: float = 10.0) -> None:
         """Feed one reader that is (or is about to be) blocked opening the FIFO."""
@@ -142,15 +145,19 @@ class Gate:
 
 @pytest.fixture
 def gated(world_factory: Callable[..., World]) -> Iterator[Callable[..., tuple[World, Gate]]]:
-    """A PUMS world (one job worker unless told otherwise) whose source file is a FIFO."""
+    """A PUMS world with one job worker whose source file becomes a FIFO once jobs are queued.
+
+    ``gate.install()`` swaps the FIFO in after the submit-time check of the registered file, so a
+    job then blocks inside the engine's read (RUNNING) until ``release``; the check after the
+    read would fail such a job, so only a cancelled job can be observed through a gate.
+    """
     gates: list[Gate] = []
 
-    def make(**settings: object) -> tuple[World, Gate]:
-        settings.setdefault("workers", 1)
+    def make() -> tuple[World, Gate]:
         world = world_factory(
             {"pums": pums_policy("pums", "pums.csv")},
             {"pums.csv": PUMS_DIR / "PUMS_pid.csv"},
-            **settings,
+            workers=1,
         )
         world.register("pums")
         world.project("census-study", (("pums", "research"),))
@@ -382,9 +389,11 @@ def test_serve_is_not_reported_healthy_before_it_can_stop_gracefully(tmp_path: P
 
 
 # ---- long-poll, cancel ------------------------------------------------------------------------
-def test_wait_job_long_poll_returns_promptly_when_the_job_finishes(gated) -> None:
-    world, gate = gated()
+def test_wait_job_long_poll_returns_promptly_when_the_job_finishes(pums_world: World) -> None:
+    world = pums_world
     ana = world.client("ana")
+    hold = contextlib.ExitStack()
+    hold.enter_context(workers_held(world))  # the job stays queued until the hold ends
     job = ana.submit(COUNT)
     with grpc.insecure_channel(world.target) as channel:
         stub = jobs_pb2_grpc.JobServiceStub(channel)
@@ -406,7 +415,7 @@ def test_wait_job_long_poll_returns_promptly_when_the_job_finishes(gated) -> Non
         time.sleep(0.5)
         assert not future.done()
         # ... and answers as soon as it does, long before its 25 s timeout.
-        gate.release()
+        hold.close()
         released = time.monotonic()
         resp = future.result(timeout=10)
         assert time.monotonic() - released < 3
@@ -439,12 +448,14 @@ def test_long_polls_on_finished_jobs_leave_no_bookkeeping_behind(pums_world: Wor
 
 
 def test_cancel_queued_and_running_jobs(gated) -> None:
-    world, gate = gated(workers=1)
+    world, gate = gated()
     ana = world.client("ana")
-    running = ana.submit(COUNT)
+    with workers_held(world):
+        running = ana.submit(COUNT)
+        queued = ana.submit(COUNT)
+        gate.install()  # after both passed the submit-time check of the registered file
     wait_until(lambda: running.state == JobState.RUNNING, 10, "the first job to start")
-    # With one worker blocked on the first job, the second stays queued.
-    queued = ana.submit(COUNT)
+    # With the one worker blocked reading the first job's source, the second stays queued.
     assert queued.state == JobState.QUEUED
     assert queued.cancel() is True
     assert queued.state == JobState.CANCELLED
@@ -488,9 +499,17 @@ def test_cancel_of_a_finished_job_changes_nothing(pums_world: World) -> None:
 
 
 # ---- concurrency limit ------------------------------------------------------------------------
-def test_concurrent_rpcs_beyond_the_limit_are_refused(gated) -> None:
-    world, gate = gated(max_concurrent_rpcs=2)
+def test_concurrent_rpcs_beyond_the_limit_are_refused(world_factory: Callable[..., World]) -> None:
+    world = world_factory(
+        {"pums": pums_policy("pums", "pums.csv")},
+        {"pums.csv": PUMS_DIR / "PUMS_pid.csv"},
+        max_concurrent_rpcs=2,
+    )
+    world.register("pums")
+    world.project("census-study", (("pums", "research"),))
     ana = world.client("ana")
+    hold = contextlib.ExitStack()
+    hold.enter_context(workers_held(world))  # the job stays queued until the hold ends
     job = ana.submit(COUNT)
     metadata = bearer(world.tokens["ana"])
     with grpc.insecure_channel(world.target) as channel:
@@ -531,7 +550,7 @@ def test_concurrent_rpcs_beyond_the_limit_are_refused(gated) -> None:
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert not any(p.done() for p in polls)
 
-        gate.release()
+        hold.close()
         states = [p.result(timeout=10).job.state for p in polls]
         assert states == [jobs_pb2.JOB_STATE_SUCCEEDED] * 2
 

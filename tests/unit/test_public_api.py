@@ -20,6 +20,7 @@ EXPECTED_ALL = [
     "CellStatus",
     "Client",
     "ConfigError",
+    "DatasetChanged",
     "DatasetInfo",
     "DisclosureControl",
     "Filter",
@@ -74,7 +75,7 @@ def test_every_exported_name_is_importable(name: str) -> None:
 def test_errors_share_one_root() -> None:
     exported = [getattr(sandbox, n) for n in EXPECTED_ALL]
     errors = [e for e in exported if isinstance(e, type) and issubclass(e, BaseException)]
-    assert len(errors) == 19
+    assert len(errors) == 20
     assert all(issubclass(e, sandbox.SandboxError) for e in errors)
 
 
