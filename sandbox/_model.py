@@ -5,13 +5,12 @@ No protobuf type appears here; ``sandbox._wire`` converts between the two.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import enum
 import functools
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 Scalar = int | float | str | bool
@@ -87,10 +86,13 @@ class JobSpec:
 
     def canonical(self) -> dict[str, Any]:
         """A JSON-able canonical form (filters sorted) used for digests and logs."""
-        return copy.deepcopy(self._canonical)
+        return dict(json.loads(self._canonical_json))
 
     @functools.cached_property
-    def _canonical(self) -> dict[str, Any]:
+    def _canonical_json(self) -> str:
+        return json.dumps(self._canonical_form(), sort_keys=True, separators=(",", ":"))
+
+    def _canonical_form(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
             "project": self.project,
@@ -115,8 +117,7 @@ class JobSpec:
 
     @functools.cached_property
     def _digest(self) -> str:
-        blob = json.dumps(self._canonical, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return hashlib.sha256(self._canonical_json.encode()).hexdigest()
 
 
 def _tagged(v: Scalar) -> list[str]:
@@ -190,9 +191,46 @@ class ResultTable:
     settings: dict[str, int] = field(default_factory=dict)
     """Disclosure settings applied (threshold, rounding base)."""
 
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able form (the inverse of ``from_json``)."""
+        return {
+            "key_columns": list(self.key_columns),
+            "value_columns": list(self.value_columns),
+            "rows": [
+                {
+                    "keys": list(r.keys),
+                    "cells": [
+                        {"value": c.value, "status": c.status.value, "rule": c.rule}
+                        for c in r.cells
+                    ],
+                }
+                for r in self.rows
+            ],
+            "settings": dict(self.settings),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ResultTable:
+        return cls(
+            key_columns=tuple(data["key_columns"]),
+            value_columns=tuple(data["value_columns"]),
+            rows=tuple(
+                ResultRow(
+                    keys=tuple(r["keys"]),
+                    cells=tuple(
+                        Cell(c["value"], CellStatus(c["status"]), c["rule"]) for c in r["cells"]
+                    ),
+                )
+                for r in data["rows"]
+            ),
+            settings=dict(data["settings"]),
+        )
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+
     def digest(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
 
 class ColumnRole(enum.StrEnum):

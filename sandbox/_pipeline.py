@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import secrets
 import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from sandbox._errors import (
@@ -34,13 +34,11 @@ from sandbox._errors import (
     SandboxError,
 )
 from sandbox._model import (
-    Cell,
     CellStatus,
     JobInfo,
     JobSpec,
     JobState,
     Principal,
-    ResultRow,
     ResultTable,
     Role,
 )
@@ -167,9 +165,9 @@ class JobPipeline:
                 )
         if shortfalls:
             raise refusal
-        self._executor.submit(self._execute, job_id, job_plan, record, policy)
         info = self._jobs.get(job_id)
         assert info is not None
+        self._executor.submit(self._execute, info, job_plan, record, policy)
         return info
 
     def _replay(self, existing: JobInfo, spec: JobSpec) -> JobInfo:
@@ -228,13 +226,14 @@ class JobPipeline:
         )
 
     # ---- execute (worker threads) -----------------------------------------------------
-    def _execute(self, job_id: str, job_plan: Plan, record: DatasetRecord, policy: Policy) -> None:
+    def _execute(
+        self, info: JobInfo, job_plan: Plan, record: DatasetRecord, policy: Policy
+    ) -> None:
+        job_id = info.job_id
         try:
             with self._db.write() as conn:
                 if not self._jobs.start(conn, job_id):
                     return  # cancelled while queued
-            info = self._jobs.get(job_id)
-            assert info is not None
             raw = self._engine.run(job_id, job_plan)
             _ensure_unchanged(record)  # what was read is what was registered
             check_query_set(raw, record.persons, policy.disclosure.min_persons_per_cell)
@@ -262,8 +261,8 @@ class JobPipeline:
             self._signal(job_id)
 
     def _release(self, info: JobInfo, table: ResultTable, rows: int) -> None:
-        blob = json.dumps(_table_to_json(table)).encode()
-        digest = table.digest()
+        blob = table.canonical_json().encode()
+        digest = hashlib.sha256(blob).hexdigest()
         statuses = [c.status for r in table.rows for c in r.cells]
         with self._db.write() as conn:
             self._ledger.commit(conn, info.job_id, rows)
@@ -387,7 +386,7 @@ class JobPipeline:
         blob = self._jobs.result(job_id)
         if blob is None:
             raise JobFailed("result missing", job_id=job_id)
-        return _table_from_json(json.loads(blob))
+        return ResultTable.from_json(json.loads(blob))
 
     # ---- lifecycle --------------------------------------------------------------------
     def recover(self) -> None:
@@ -413,7 +412,7 @@ class JobPipeline:
             except SandboxError as exc:
                 self._finish_unreleased(info.job_id, JobState.FAILED, exc, 0)
                 continue
-            self._executor.submit(self._execute, info.job_id, job_plan, record, policy)
+            self._executor.submit(self._execute, info, job_plan, record, policy)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop: queued jobs stay QUEUED (resumed at next start); running ones are interrupted."""
@@ -434,7 +433,7 @@ def _check_shape(spec: JobSpec) -> None:
 
 def _ensure_unchanged(record: DatasetRecord) -> None:
     """Refuse a source file that is not the version registered (its facts would be stale)."""
-    if file_fingerprint(Path(record.source)) != record.file_fingerprint:
+    if file_fingerprint(record.source) != record.file_fingerprint:
         raise DatasetChanged(
             f"the source of dataset '{record.id}' changed after it was registered: "
             "a steward must register it again"
@@ -443,24 +442,3 @@ def _ensure_unchanged(record: DatasetRecord) -> None:
 
 def _principal_of(info: JobInfo) -> Principal:
     return Principal(info.principal, Role.RESEARCHER)
-
-
-def _table_to_json(table: ResultTable) -> dict[str, Any]:
-    return asdict(table)
-
-
-def _table_from_json(data: dict[str, Any]) -> ResultTable:
-    return ResultTable(
-        key_columns=tuple(data["key_columns"]),
-        value_columns=tuple(data["value_columns"]),
-        rows=tuple(
-            ResultRow(
-                keys=tuple(r["keys"]),
-                cells=tuple(
-                    Cell(c["value"], CellStatus(c["status"]), c["rule"]) for c in r["cells"]
-                ),
-            )
-            for r in data["rows"]
-        ),
-        settings=dict(data["settings"]),
-    )

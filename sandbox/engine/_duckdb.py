@@ -45,7 +45,7 @@ class SourceFacts:
     """``file_fingerprint`` of the file as read (unchanged from start to end of inspection)."""
 
 
-def file_fingerprint(path: Path) -> str:
+def file_fingerprint(path: Path | str) -> str:
     """Identity of a file's current version: device, inode, size and modification time.
 
     Any replacement (new inode) or rewrite in place (size or mtime) changes it; "" if missing.
