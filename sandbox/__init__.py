@@ -7,6 +7,7 @@ the server. The public surface is small and re-exported here.
 from sandbox._errors import (
     AlreadyExists,
     AuditTampered,
+    BudgetExhausted,
     ConfigError,
     DatasetChanged,
     DisclosureControl,
@@ -51,6 +52,7 @@ __all__ = [
     "Aggregate",
     "AlreadyExists",
     "AuditTampered",
+    "BudgetExhausted",
     "CellStatus",
     "Client",
     "ConfigError",

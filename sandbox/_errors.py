@@ -100,6 +100,13 @@ class DatasetChanged(SandboxError):
     reason = "DATASET_CHANGED"
 
 
+class BudgetExhausted(SandboxError):
+    """The privacy budget (epsilon or delta) of a project or population cannot cover a job."""
+
+    code = "RESOURCE_EXHAUSTED"
+    reason = "BUDGET_EXHAUSTED"
+
+
 class JobNotFinished(SandboxError):
     code = "FAILED_PRECONDITION"
     reason = "JOB_NOT_FINISHED"

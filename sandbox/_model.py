@@ -165,6 +165,8 @@ class CellStatus(enum.StrEnum):
     RELEASED = "released"
     ROUNDED = "rounded"
     SUPPRESSED = "suppressed"
+    NOISED = "noised"
+    """Differential privacy noise was added (see ``Cell.ci`` and ``ResultTable.privacy``)."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,8 @@ class Cell:
     status: CellStatus
     rule: str = ""
     """Rule id that changed this cell (e.g. ``disclosure.min_persons``)."""
+    ci: float | None = None
+    """Half-width of the confidence interval of a noised value (level in ``privacy``)."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,8 @@ class ResultTable:
     rows: tuple[ResultRow, ...]
     settings: dict[str, int] = field(default_factory=dict)
     """Disclosure settings applied (threshold, rounding base)."""
+    privacy: dict[str, str] = field(default_factory=dict)
+    """DP terms of a noised result: mechanism, epsilon and delta spent (exact), confidence."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able form (the inverse of ``from_json``)."""
@@ -200,13 +206,14 @@ class ResultTable:
                 {
                     "keys": list(r.keys),
                     "cells": [
-                        {"value": c.value, "status": c.status.value, "rule": c.rule}
+                        {"value": c.value, "status": c.status.value, "rule": c.rule, "ci": c.ci}
                         for c in r.cells
                     ],
                 }
                 for r in self.rows
             ],
             "settings": dict(self.settings),
+            "privacy": dict(self.privacy),
         }
 
     @classmethod
@@ -218,12 +225,14 @@ class ResultTable:
                 ResultRow(
                     keys=tuple(r["keys"]),
                     cells=tuple(
-                        Cell(c["value"], CellStatus(c["status"]), c["rule"]) for c in r["cells"]
+                        Cell(c["value"], CellStatus(c["status"]), c["rule"], c.get("ci"))
+                        for c in r["cells"]
                     ),
                 )
                 for r in data["rows"]
             ),
             settings=dict(data["settings"]),
+            privacy=dict(data.get("privacy", {})),
         )
 
     def canonical_json(self) -> str:

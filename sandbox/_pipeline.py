@@ -16,10 +16,11 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sandbox._errors import (
+    BudgetExhausted,
     DatasetChanged,
     DisclosureControl,
     InvalidArgument,
@@ -39,14 +40,31 @@ from sandbox._model import (
     JobSpec,
     JobState,
     Principal,
+    Project,
     ResultTable,
     Role,
 )
 from sandbox.audit import AuditLog
-from sandbox.disclosure import Settings, check_query_set, protect
+from sandbox.disclosure import (
+    NoiseTerms,
+    Settings,
+    check_query_set,
+    noise_terms,
+    protect,
+    protect_noised,
+)
 from sandbox.engine import Engine, Plan, file_fingerprint, plan
-from sandbox.policy import Policy, decide
-from sandbox.state import Catalogue, Database, DatasetRecord, Jobs, Ledger, Projects
+from sandbox.policy import Policy, canonicalize, decide
+from sandbox.state import (
+    BudgetLimits,
+    Catalogue,
+    Database,
+    DatasetRecord,
+    Jobs,
+    Ledger,
+    PrivacyLedger,
+    Projects,
+)
 
 Today = Callable[[], dt.date]
 
@@ -72,6 +90,7 @@ class JobPipeline:
         self._projects = Projects(db)
         self._jobs = Jobs(db)
         self._ledger = Ledger()
+        self._budget = PrivacyLedger()
         self._audit = AuditLog(db)
         self._today = today
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-job")
@@ -122,55 +141,151 @@ class JobPipeline:
                 raise PolicyDenied(
                     "; ".join(r.message for r in decision.reasons), rule_ids=decision.rule_ids
                 )
+            # Rewrites of one query become one spec: what runs, is logged and is replayed.
+            spec = canonicalize(spec, policy, column_types=record.column_types)
+            base = self._entry_fields(principal, spec, job_id)
             job_plan = plan(spec, record, policy)
             _ensure_unchanged(record)
+            terms = _noise_terms(spec, policy, record)
             assert project is not None
         except SandboxError as exc:
             with self._db.write() as conn:
                 self._record_refusal(conn, principal, spec, job_id, request_id, exc, base, "")
             raise
+        admission = _Admission(principal, spec, job_id, request_id, base, record, policy, terms)
         with self._db.write() as conn:
             existing = self._jobs.by_request(principal.name, request_id)
             if existing is not None:
                 return self._replay(existing, spec)
-            shortfalls = self._ledger.shortfalls(
-                conn, project.id, project.quota, record.row_count, self._today()
+            refusal = self._admit(conn, admission, project)
+            replayed = (
+                refusal is None and terms is not None and self._replay_answer(conn, admission)
             )
-            if shortfalls:
-                refusal = QuotaExceeded(
-                    "; ".join(s.message for s in shortfalls),
-                    rule_ids=tuple(s.rule_id for s in shortfalls),
-                )
-                self._record_refusal(
-                    conn, principal, spec, job_id, request_id, refusal, base, policy.version_label
-                )
-            else:
-                self._jobs.insert(
-                    conn,
-                    job_id=job_id,
-                    request_id=request_id,
-                    principal=principal.name,
-                    spec=spec,
-                    state=JobState.QUEUED,
-                    policy_version=policy.version_label,
-                )
-                self._ledger.reserve(conn, project.id, job_id, record.row_count, self._today())
-                self._audit.append(
-                    conn,
-                    "job.accepted",
-                    **base,
-                    decision="allow",
-                    policy_version=policy.version_label,
-                    reserved={"jobs": 1, "rows": record.row_count},
-                )
-        if shortfalls:
+            if refusal is None and not replayed:
+                self._accept(conn, admission, project)
+        if refusal is not None:
             raise refusal
         info = self._jobs.get(job_id)
         assert info is not None
-        self._executor.submit(self._execute, info, job_plan, record, policy)
+        if not replayed:
+            self._executor.submit(self._execute, info, job_plan, record, policy, terms)
         return info
 
+    def _admit(
+        self, conn: sqlite3.Connection, a: _Admission, project: Project
+    ) -> SandboxError | None:
+        """Check quota and privacy budget inside the write transaction; log any refusal."""
+        today = self._today()
+        refusal: SandboxError | None = None
+        shortfalls = self._ledger.shortfalls(
+            conn, project.id, project.quota, a.record.row_count, today
+        )
+        if shortfalls:
+            refusal = QuotaExceeded(
+                "; ".join(s.message for s in shortfalls),
+                rule_ids=tuple(s.rule_id for s in shortfalls),
+            )
+        elif a.terms is not None:
+            shortfalls = self._budget.shortfalls(
+                conn,
+                a.policy.population,
+                project.id,
+                a.terms.epsilon,
+                a.terms.delta,
+                _budget_limits(a.policy),
+                today,
+            )
+            if shortfalls:
+                refusal = BudgetExhausted(
+                    "; ".join(s.message for s in shortfalls),
+                    rule_ids=tuple(s.rule_id for s in shortfalls),
+                )
+        if refusal is not None:
+            self._record_refusal(
+                conn,
+                a.principal,
+                a.spec,
+                a.job_id,
+                a.request_id,
+                refusal,
+                a.base,
+                a.policy.version_label,
+            )
+        return refusal
+
+    def _replay_answer(self, conn: sqlite3.Connection, a: _Admission) -> bool:
+        """Answer a repeated noised query with its first release: no new noise, no new charge."""
+        earlier = self._jobs.released_answer(
+            conn, a.spec.digest(), a.policy.version_label, a.record.file_fingerprint
+        )
+        if earlier is None:
+            return False
+        earlier_id, blob, digest = earlier
+        self._jobs.insert(
+            conn,
+            job_id=a.job_id,
+            request_id=a.request_id,
+            principal=a.principal.name,
+            spec=a.spec,
+            state=JobState.SUCCEEDED,
+            policy_version=a.policy.version_label,
+            data_version=a.record.file_fingerprint,
+            result=blob,
+            result_digest=digest,
+        )
+        self._audit.append(
+            conn,
+            "job.replayed",
+            **a.base,
+            decision="allow",
+            policy_version=a.policy.version_label,
+            replay_of=earlier_id,
+            result_digest=digest,
+            charged={"jobs": 0, "rows": 0, "epsilon": "0", "delta": "0"},
+        )
+        return True
+
+    def _accept(self, conn: sqlite3.Connection, a: _Admission, project: Project) -> None:
+        """Record the job as QUEUED and reserve its quota (and budget) before any read."""
+        today = self._today()
+        self._jobs.insert(
+            conn,
+            job_id=a.job_id,
+            request_id=a.request_id,
+            principal=a.principal.name,
+            spec=a.spec,
+            state=JobState.QUEUED,
+            policy_version=a.policy.version_label,
+            data_version=a.record.file_fingerprint,
+        )
+        self._ledger.reserve(conn, project.id, a.job_id, a.record.row_count, today)
+        reserved: dict[str, Any] = {"jobs": 1, "rows": a.record.row_count}
+        if a.terms is not None:
+            self._budget.reserve(
+                conn,
+                a.policy.population,
+                project.id,
+                a.job_id,
+                a.terms.epsilon,
+                a.terms.delta,
+                today,
+            )
+            reserved |= {"epsilon": str(a.terms.epsilon), "delta": str(a.terms.delta)}
+        self._audit.append(
+            conn,
+            "job.accepted",
+            **a.base,
+            decision="allow",
+            policy_version=a.policy.version_label,
+            reserved=reserved,
+        )
+
     def _replay(self, existing: JobInfo, spec: JobSpec) -> JobInfo:
+        policy = self._policies.get(spec.dataset)
+        record = self._catalogue.get(spec.dataset)
+        if policy is not None and record is not None:
+            with contextlib.suppress(SandboxError):
+                spec = canonicalize(spec, policy, column_types=record.column_types)
         if existing.spec.digest() != spec.digest():
             raise InvalidArgument("request id was already used for a different job")
         return existing
@@ -227,7 +342,12 @@ class JobPipeline:
 
     # ---- execute (worker threads) -----------------------------------------------------
     def _execute(
-        self, info: JobInfo, job_plan: Plan, record: DatasetRecord, policy: Policy
+        self,
+        info: JobInfo,
+        job_plan: Plan,
+        record: DatasetRecord,
+        policy: Policy,
+        terms: NoiseTerms | None,
     ) -> None:
         job_id = info.job_id
         try:
@@ -236,17 +356,20 @@ class JobPipeline:
                     return  # cancelled while queued
             raw = self._engine.run(job_id, job_plan)
             _ensure_unchanged(record)  # what was read is what was registered
-            check_query_set(raw, record.persons, policy.disclosure.min_persons_per_cell)
-            table = protect(
-                raw,
-                info.spec,
-                job_plan.key_spaces,
-                Settings(
-                    min_persons=policy.disclosure.min_persons_per_cell,
-                    rounding_base=policy.disclosure.rounding_base,
-                    max_groups=policy.limits.max_groups,
-                ),
-            )
+            if terms is not None:
+                table = protect_noised(raw, info.spec, job_plan.key_spaces, terms)
+            else:
+                check_query_set(raw, record.persons, policy.disclosure.min_persons_per_cell)
+                table = protect(
+                    raw,
+                    info.spec,
+                    job_plan.key_spaces,
+                    Settings(
+                        min_persons=policy.disclosure.min_persons_per_cell,
+                        rounding_base=policy.disclosure.rounding_base,
+                        max_groups=policy.limits.max_groups,
+                    ),
+                )
             self._release(info, table, record.row_count)
         except (DisclosureControl, PolicyDenied) as exc:
             self._finish_unreleased(job_id, JobState.DENIED, exc, record.row_count)
@@ -266,6 +389,7 @@ class JobPipeline:
         statuses = [c.status for r in table.rows for c in r.cells]
         with self._db.write() as conn:
             self._ledger.commit(conn, info.job_id, rows)
+            charged = {"jobs": 1, "rows": rows, **self._charge_budget(conn, info.job_id, True)}
             self._jobs.finish(
                 conn,
                 info.job_id,
@@ -279,7 +403,7 @@ class JobPipeline:
                 "job.released",
                 **self._entry_fields(_principal_of(info), info.spec, info.job_id),
                 policy_version=info.policy_version,
-                charged={"jobs": 1, "rows": rows},
+                charged=charged,
                 result_digest=digest,
                 cells={s.value: statuses.count(s) for s in CellStatus},
             )
@@ -296,6 +420,8 @@ class JobPipeline:
                 self._ledger.commit(conn, job_id, rows)
             else:
                 self._ledger.release(conn, job_id)
+            charged: dict[str, int | str] = {"jobs": int(read), "rows": rows if read else 0}
+            charged |= self._charge_budget(conn, job_id, read)
             self._jobs.finish(
                 conn,
                 job_id,
@@ -313,8 +439,19 @@ class JobPipeline:
                 reason=exc.reason,
                 rule_ids=list(exc.rule_ids),
                 message=exc.message,
-                charged={"jobs": 1, "rows": rows} if read else {"jobs": 0, "rows": 0},
+                charged=charged,
             )
+
+    def _charge_budget(self, conn: sqlite3.Connection, job_id: str, read: bool) -> dict[str, str]:
+        """Commit a job's privacy budget if data was read, else give it back; what was charged."""
+        held = self._budget.charged(conn, job_id)
+        if held is None:
+            return {}
+        if read:
+            self._budget.commit(conn, job_id)
+            return {"epsilon": str(held[0]), "delta": str(held[1])}
+        self._budget.release(conn, job_id)
+        return {"epsilon": "0", "delta": "0"}
 
     # ---- queries ----------------------------------------------------------------------
     def get(self, principal: Principal, job_id: str) -> JobInfo:
@@ -355,6 +492,7 @@ class JobPipeline:
                 current = self._jobs.get(job_id, conn)
                 if current is not None and current.state == JobState.QUEUED:
                     self._ledger.release(conn, job_id)
+                    self._charge_budget(conn, job_id, False)
                     self._jobs.finish(
                         conn,
                         job_id,
@@ -409,10 +547,11 @@ class JobPipeline:
                 continue
             try:
                 job_plan = plan(info.spec, record, policy)
+                terms = _noise_terms(info.spec, policy, record)
             except SandboxError as exc:
                 self._finish_unreleased(info.job_id, JobState.FAILED, exc, 0)
                 continue
-            self._executor.submit(self._execute, info, job_plan, record, policy)
+            self._executor.submit(self._execute, info, job_plan, record, policy, terms)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop: queued jobs stay QUEUED (resumed at next start); running ones are interrupted."""
@@ -429,6 +568,37 @@ def _check_shape(spec: JobSpec) -> None:
     names = [a.name for a in spec.aggregates]
     if len(set(names)) != len(names) or set(names) & set(spec.group_by):
         raise InvalidJobSpec("output column names must be unique (set an alias)")
+
+
+@dataclass(frozen=True)
+class _Admission:
+    """What the write transaction of a submit needs to know about the job."""
+
+    principal: Principal
+    spec: JobSpec
+    job_id: str
+    request_id: str
+    base: dict[str, Any]
+    record: DatasetRecord
+    policy: Policy
+    terms: NoiseTerms | None
+
+
+def _noise_terms(spec: JobSpec, policy: Policy, record: DatasetRecord) -> NoiseTerms | None:
+    if not policy.disclosure.noise.enabled:
+        return None
+    return noise_terms(spec, policy, record.persons_unique)
+
+
+def _budget_limits(policy: Policy) -> BudgetLimits:
+    b = policy.disclosure.budget
+    return BudgetLimits(
+        epsilon_per_project=b.epsilon_per_project,
+        epsilon_per_population=b.epsilon_per_population,
+        delta_per_project=b.delta_per_project,
+        delta_per_population=b.delta_per_population,
+        window_days=b.window_days,
+    )
 
 
 def _ensure_unchanged(record: DatasetRecord) -> None:

@@ -63,6 +63,7 @@ _CELLS = {
     CellStatus.RELEASED: jobs_pb2.CELL_STATUS_RELEASED,
     CellStatus.ROUNDED: jobs_pb2.CELL_STATUS_ROUNDED,
     CellStatus.SUPPRESSED: jobs_pb2.CELL_STATUS_SUPPRESSED,
+    CellStatus.NOISED: jobs_pb2.CELL_STATUS_NOISED,
 }
 _CELLS_BACK = {v: k for k, v in _CELLS.items()}
 MAX_VALUES_PER_FILTER = 1000
@@ -209,6 +210,7 @@ def result_to_chunks(
                     value=float(c.value) if c.value is not None else 0.0,
                     status=_CELLS[c.status],
                     rule=c.rule,
+                    ci_half_width=c.ci,
                 )
                 for c in r.cells
             ],
@@ -219,6 +221,7 @@ def result_to_chunks(
         key_columns=list(table.key_columns),
         value_columns=list(table.value_columns),
         settings=dict(table.settings),
+        privacy=dict(table.privacy),
         rows=rows[:rows_per_chunk],
         result_digest=table.digest(),
     )
@@ -241,6 +244,7 @@ def result_from_chunks(chunks: Iterable[jobs_pb2.ResultChunk]) -> tuple[ResultTa
                             c.value if c.has_value else None,
                             _CELLS_BACK.get(c.status, CellStatus.SUPPRESSED),
                             c.rule,
+                            c.ci_half_width if c.HasField("ci_half_width") else None,
                         )
                         for c in r.cells
                     ),
@@ -253,6 +257,7 @@ def result_from_chunks(chunks: Iterable[jobs_pb2.ResultChunk]) -> tuple[ResultTa
         value_columns=tuple(header.value_columns),
         rows=tuple(rows),
         settings=dict(header.settings),
+        privacy=dict(header.privacy),
     )
     return table, header.result_digest
 

@@ -43,7 +43,7 @@ def check_query_set(raw: RawTable, total_persons: int, min_persons: int) -> None
         )
 
 
-def _round(value: float, base: int) -> float:
+def round_to_base(value: float, base: int) -> float:
     return float(base * int(value / base + (0.5 if value >= 0 else -0.5)))
 
 
@@ -90,7 +90,7 @@ def _release(func: AggFunc, value: float | int | None, persons: int, s: Settings
     if value is None:
         return Cell(None, CellStatus.RELEASED)
     if func in (AggFunc.COUNT, AggFunc.COUNT_DISTINCT, AggFunc.SUM) and s.rounding_base > 1:
-        return Cell(_round(float(value), s.rounding_base), CellStatus.ROUNDED, RULE_ROUNDING)
+        return Cell(round_to_base(float(value), s.rounding_base), CellStatus.ROUNDED, RULE_ROUNDING)
     return Cell(float(value), CellStatus.RELEASED)
 
 

@@ -158,6 +158,9 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
             spaces.append(KeySpace(name, tuple(values) if values else None))
     pk = quote_ident(policy.person_key)
     persons = "count(*)" if record.persons_unique else f"count(DISTINCT {pk})"
+    # Differential privacy adds integer noise, so sums (and the sums behind means) are taken
+    # over values clamped to the policy bounds and rounded to integers, one row per person.
+    noised = policy.disclosure.noise.enabled
     aggs: list[str] = [f"{persons} AS persons"]
     names: list[str] = []
     for j, agg in enumerate(spec.aggregates):
@@ -165,6 +168,9 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
             expr = "count(*)"
         elif agg.function == AggFunc.COUNT_DISTINCT:
             expr = persons
+        elif noised:
+            clamped = _clamped(agg.column, policy, record, key_params)
+            expr = f"CAST(sum(CAST(round({clamped}) AS BIGINT)) AS BIGINT)"
         else:
             func = "sum" if agg.function == AggFunc.SUM else "avg"
             expr = f"{func}({_clamped(agg.column, policy, record, key_params)})"

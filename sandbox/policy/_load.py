@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 from collections.abc import Iterable, Sequence
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, TypeGuard
@@ -24,10 +25,13 @@ from jsonschema.exceptions import ValidationError
 from sandbox._errors import PolicyInvalid
 from sandbox._model import AggFunc, ColumnRole, FilterOp, Scalar
 from sandbox.policy._model import (
+    BudgetSettings,
     ColumnPolicy,
     DenyRule,
     DisclosureSettings,
     Limits,
+    Mechanism,
+    NoiseSettings,
     Policy,
     PurposePolicy,
 )
@@ -432,11 +436,37 @@ class _Checker:
         for purpose_id, spec in purposes.items():
             if isinstance(spec, dict):
                 self._check_purpose_columns(purpose_id, spec.get("columns"), columns, roles)
+        self._check_noise(_mapping(_mapping(data.get("disclosure")).get("noise")))
         deny = data.get("deny")
         if isinstance(deny, list):
             known_purposes = purposes if isinstance(data.get("purposes"), dict) else None
             known_columns = columns if isinstance(data.get("columns"), dict) else None
             self._check_deny(deny, known_purposes, known_columns)
+
+    def _check_noise(self, noise: dict[str, Any]) -> None:
+        mechanism = noise.get("mechanism")
+        if mechanism not in ("discrete_laplace", "discrete_gaussian"):
+            return
+        path = ("disclosure", "noise")
+        try:
+            epsilon = _amount(noise.get("epsilon_per_job", NoiseSettings.epsilon_per_job))
+            delta = _amount(noise.get("delta_per_job", 0))
+        except (ValueError, ZeroDivisionError):
+            return  # the schema reports the malformed amount
+        if epsilon <= 0:
+            self.add((*path, "epsilon_per_job"), "must be above 0", "e.g. `epsilon_per_job: 0.1`")
+        if mechanism == "discrete_gaussian" and not 0 < delta < 1:
+            self.add(
+                (*path, "delta_per_job"),
+                "the Gaussian mechanism needs a delta between 0 and 1",
+                "e.g. `delta_per_job: 0.000001`, or use `mechanism: discrete_laplace`",
+            )
+        elif mechanism == "discrete_laplace" and delta != 0:
+            self.add(
+                (*path, "delta_per_job"),
+                "the Laplace mechanism is pure epsilon-DP: delta must be 0",
+                "remove `delta_per_job`",
+            )
 
     def _check_source(self, source: str) -> None:
         windows = PureWindowsPath(source)
@@ -614,6 +644,8 @@ def _build(data: dict[str, Any], digest: str, label: str) -> Policy:
                 disclosure.get("min_persons_per_cell", DisclosureSettings.min_persons_per_cell)
             ),
             rounding_base=int(disclosure.get("rounding_base", DisclosureSettings.rounding_base)),
+            noise=_build_noise(disclosure.get("noise", {})),
+            budget=_build_budget(disclosure.get("budget", {})),
         ),
         limits=Limits(
             max_groups=int(limits.get("max_groups", defaults.max_groups)),
@@ -623,6 +655,34 @@ def _build(data: dict[str, Any], digest: str, label: str) -> Policy:
         deny=tuple(_build_deny(rule) for rule in data.get("deny", [])),
         digest=digest,
         path=label,
+    )
+
+
+def _amount(value: object) -> Fraction:
+    """A decimal from YAML as an exact fraction (0.1 is 1/10, not the nearest double)."""
+    return Fraction(str(value))
+
+
+def _build_noise(spec: dict[str, Any]) -> NoiseSettings:
+    defaults = NoiseSettings()
+    return NoiseSettings(
+        mechanism=Mechanism(spec.get("mechanism", "none")),
+        epsilon_per_job=_amount(spec.get("epsilon_per_job", defaults.epsilon_per_job)),
+        delta_per_job=_amount(spec.get("delta_per_job", defaults.delta_per_job)),
+        confidence=float(spec.get("confidence", defaults.confidence)),
+    )
+
+
+def _build_budget(spec: dict[str, Any]) -> BudgetSettings:
+    def optional(key: str) -> Fraction | None:
+        return _amount(spec[key]) if key in spec else None
+
+    return BudgetSettings(
+        epsilon_per_project=optional("epsilon_per_project"),
+        epsilon_per_population=optional("epsilon_per_population"),
+        delta_per_project=optional("delta_per_project"),
+        delta_per_population=optional("delta_per_population"),
+        window_days=int(spec.get("window_days", 0)),
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+from fractions import Fraction
 
 from sandbox._model import AggFunc, ColumnRole, FilterOp, Scalar
 
@@ -44,10 +46,43 @@ class DenyRule:
     reason: str = ""
 
 
+class Mechanism(enum.StrEnum):
+    NONE = "none"
+    DISCRETE_LAPLACE = "discrete_laplace"
+    DISCRETE_GAUSSIAN = "discrete_gaussian"
+
+
+@dataclass(frozen=True)
+class NoiseSettings:
+    """Differential privacy mode (``mechanism`` other than none). Amounts are exact."""
+
+    mechanism: Mechanism = Mechanism.NONE
+    epsilon_per_job: Fraction = Fraction(1, 10)
+    delta_per_job: Fraction = Fraction(0)
+    confidence: float = 0.95
+
+    @property
+    def enabled(self) -> bool:
+        return self.mechanism != Mechanism.NONE
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    """Privacy budget ceilings (None = no ceiling) over the last ``window_days`` (0 = ever)."""
+
+    epsilon_per_project: Fraction | None = None
+    epsilon_per_population: Fraction | None = None
+    delta_per_project: Fraction | None = None
+    delta_per_population: Fraction | None = None
+    window_days: int = 0
+
+
 @dataclass(frozen=True)
 class DisclosureSettings:
     min_persons_per_cell: int = 10
     rounding_base: int = 1
+    noise: NoiseSettings = NoiseSettings()
+    budget: BudgetSettings = BudgetSettings()
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """State store (SQLite): principals, projects, catalogue, jobs, ledger."""
 
+from sandbox.state._budget import BudgetLimits, BudgetSpent, PrivacyLedger
 from sandbox.state._catalogue import Catalogue, DatasetRecord
 from sandbox.state._db import Database
 from sandbox.state._jobs import Jobs
@@ -8,12 +9,15 @@ from sandbox.state._principals import Principals, hash_token
 from sandbox.state._projects import Projects
 
 __all__ = [
+    "BudgetLimits",
+    "BudgetSpent",
     "Catalogue",
     "Database",
     "DatasetRecord",
     "Jobs",
     "Ledger",
     "Principals",
+    "PrivacyLedger",
     "Projects",
     "Shortfall",
     "hash_token",

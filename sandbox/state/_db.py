@@ -98,6 +98,30 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE datasets ADD COLUMN file_fingerprint TEXT NOT NULL DEFAULT '';
     """,
+    # 3: privacy budget (exact fractions as text) and the privacy terms of each released result.
+    """
+    CREATE TABLE privacy_ledger (
+        id INTEGER PRIMARY KEY,
+        population TEXT NOT NULL,
+        project TEXT NOT NULL,
+        job_id TEXT NOT NULL UNIQUE,
+        day TEXT NOT NULL,
+        epsilon TEXT NOT NULL,
+        delta TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('reserved', 'committed', 'released'))
+    );
+    CREATE INDEX privacy_by_population ON privacy_ledger (population, state, day);
+    CREATE TABLE privacy_usage (
+        population TEXT NOT NULL,
+        project TEXT NOT NULL,
+        day TEXT NOT NULL,
+        epsilon TEXT NOT NULL,
+        delta TEXT NOT NULL,
+        PRIMARY KEY (population, project, day)
+    );
+    ALTER TABLE jobs ADD COLUMN data_version TEXT NOT NULL DEFAULT '';
+    CREATE INDEX jobs_by_query ON jobs (spec_digest, state);
+    """,
 )
 
 

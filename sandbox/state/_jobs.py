@@ -33,12 +33,16 @@ class Jobs:
         reason: str = "",
         message: str = "",
         rule_ids: tuple[str, ...] = (),
+        data_version: str = "",
+        result: bytes | None = None,
+        result_digest: str = "",
     ) -> None:
         now = _now()
         conn.execute(
             "INSERT INTO jobs (job_id, request_id, principal, project, dataset, spec, spec_digest,"
-            " state, reason, message, rule_ids, created_at, finished_at, policy_version)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " state, reason, message, rule_ids, created_at, finished_at, policy_version,"
+            " data_version, result, result_digest)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job_id,
                 request_id,
@@ -54,8 +58,23 @@ class Jobs:
                 now,
                 now if state.terminal else None,
                 policy_version,
+                data_version,
+                result,
+                result_digest,
             ),
         )
+
+    def released_answer(
+        self, conn: sqlite3.Connection, spec_digest: str, policy_version: str, data_version: str
+    ) -> tuple[str, bytes, str] | None:
+        """(job id, result, digest) of the first release of this exact query on this data."""
+        row = conn.execute(
+            "SELECT job_id, result, result_digest FROM jobs WHERE spec_digest = ?"
+            " AND state = 'SUCCEEDED' AND policy_version = ? AND data_version = ?"
+            " AND result IS NOT NULL ORDER BY created_at LIMIT 1",
+            (spec_digest, policy_version, data_version),
+        ).fetchone()
+        return (str(row[0]), bytes(row[1]), str(row[2])) if row else None
 
     def by_request(self, principal: str, request_id: str) -> JobInfo | None:
         row = self._db.conn.execute(

@@ -17,6 +17,7 @@ EXPECTED_ALL = [
     "Aggregate",
     "AlreadyExists",
     "AuditTampered",
+    "BudgetExhausted",
     "CellStatus",
     "Client",
     "ConfigError",
@@ -75,7 +76,7 @@ def test_every_exported_name_is_importable(name: str) -> None:
 def test_errors_share_one_root() -> None:
     exported = [getattr(sandbox, n) for n in EXPECTED_ALL]
     errors = [e for e in exported if isinstance(e, type) and issubclass(e, BaseException)]
-    assert len(errors) == 20
+    assert len(errors) == 21
     assert all(issubclass(e, sandbox.SandboxError) for e in errors)
 
 

@@ -44,6 +44,7 @@ class CellStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CELL_STATUS_RELEASED: _ClassVar[CellStatus]
     CELL_STATUS_ROUNDED: _ClassVar[CellStatus]
     CELL_STATUS_SUPPRESSED: _ClassVar[CellStatus]
+    CELL_STATUS_NOISED: _ClassVar[CellStatus]
 FILTER_OP_UNSPECIFIED: FilterOp
 FILTER_OP_EQ: FilterOp
 FILTER_OP_NE: FilterOp
@@ -69,6 +70,7 @@ CELL_STATUS_UNSPECIFIED: CellStatus
 CELL_STATUS_RELEASED: CellStatus
 CELL_STATUS_ROUNDED: CellStatus
 CELL_STATUS_SUPPRESSED: CellStatus
+CELL_STATUS_NOISED: CellStatus
 
 class Filter(_message.Message):
     __slots__ = ("column", "op", "values")
@@ -209,16 +211,18 @@ class GetResultRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Cell(_message.Message):
-    __slots__ = ("has_value", "value", "status", "rule")
+    __slots__ = ("has_value", "value", "status", "rule", "ci_half_width")
     HAS_VALUE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
+    CI_HALF_WIDTH_FIELD_NUMBER: _ClassVar[int]
     has_value: bool
     value: float
     status: CellStatus
     rule: str
-    def __init__(self, has_value: _Optional[bool] = ..., value: _Optional[float] = ..., status: _Optional[_Union[CellStatus, str]] = ..., rule: _Optional[str] = ...) -> None: ...
+    ci_half_width: float
+    def __init__(self, has_value: _Optional[bool] = ..., value: _Optional[float] = ..., status: _Optional[_Union[CellStatus, str]] = ..., rule: _Optional[str] = ..., ci_half_width: _Optional[float] = ...) -> None: ...
 
 class ResultRow(_message.Message):
     __slots__ = ("keys", "cells")
@@ -229,7 +233,7 @@ class ResultRow(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[_Union[_common_pb2.Value, _Mapping]]] = ..., cells: _Optional[_Iterable[_Union[Cell, _Mapping]]] = ...) -> None: ...
 
 class ResultChunk(_message.Message):
-    __slots__ = ("key_columns", "value_columns", "settings", "rows", "result_digest")
+    __slots__ = ("key_columns", "value_columns", "settings", "rows", "result_digest", "privacy")
     class SettingsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -237,14 +241,23 @@ class ResultChunk(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class PrivacyEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     KEY_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     VALUE_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     RESULT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
     key_columns: _containers.RepeatedScalarFieldContainer[str]
     value_columns: _containers.RepeatedScalarFieldContainer[str]
     settings: _containers.ScalarMap[str, int]
     rows: _containers.RepeatedCompositeFieldContainer[ResultRow]
     result_digest: str
-    def __init__(self, key_columns: _Optional[_Iterable[str]] = ..., value_columns: _Optional[_Iterable[str]] = ..., settings: _Optional[_Mapping[str, int]] = ..., rows: _Optional[_Iterable[_Union[ResultRow, _Mapping]]] = ..., result_digest: _Optional[str] = ...) -> None: ...
+    privacy: _containers.ScalarMap[str, str]
+    def __init__(self, key_columns: _Optional[_Iterable[str]] = ..., value_columns: _Optional[_Iterable[str]] = ..., settings: _Optional[_Mapping[str, int]] = ..., rows: _Optional[_Iterable[_Union[ResultRow, _Mapping]]] = ..., result_digest: _Optional[str] = ..., privacy: _Optional[_Mapping[str, str]] = ...) -> None: ...
