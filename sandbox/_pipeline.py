@@ -368,6 +368,7 @@ class JobPipeline:
                         min_persons=policy.disclosure.min_persons_per_cell,
                         rounding_base=policy.disclosure.rounding_base,
                         max_groups=policy.limits.max_groups,
+                        zeros_disclosive=policy.disclosure.zeros_disclosive,
                     ),
                 )
             self._release(info, table, record.row_count)

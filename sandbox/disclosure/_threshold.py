@@ -17,6 +17,7 @@ RULE_QUERY_SET = "disclosure.query_set"
 RULE_MIN_PERSONS = "disclosure.min_persons"
 RULE_ROUNDING = "disclosure.rounding"
 RULE_MAX_GROUPS = "limits.max_groups"
+RULE_ZEROS = "disclosure.zeros_not_disclosive"
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Settings:
     min_persons: int
     rounding_base: int
     max_groups: int
+    zeros_disclosive: bool = True
 
 
 def check_query_set(raw: RawTable, total_persons: int, min_persons: int) -> None:
@@ -80,11 +82,16 @@ def protect(
         settings={
             "min_persons_per_cell": settings.min_persons,
             "rounding_base": settings.rounding_base,
+            "zeros_disclosive": int(settings.zeros_disclosive),
         },
     )
 
 
 def _release(func: AggFunc, value: float | int | None, persons: int, s: Settings) -> Cell:
+    if persons == 0 and not s.zeros_disclosive:
+        # A structural zero: counts are 0, a sum over no one is 0, a mean has no value.
+        zero = None if func == AggFunc.MEAN else 0.0
+        return Cell(zero, CellStatus.RELEASED, RULE_ZEROS)
     if persons < s.min_persons:
         return Cell(None, CellStatus.SUPPRESSED, RULE_MIN_PERSONS)
     if value is None:

@@ -644,6 +644,7 @@ def _build(data: dict[str, Any], digest: str, label: str) -> Policy:
                 disclosure.get("min_persons_per_cell", DisclosureSettings.min_persons_per_cell)
             ),
             rounding_base=int(disclosure.get("rounding_base", DisclosureSettings.rounding_base)),
+            zeros_disclosive=bool(disclosure.get("zeros_disclosive", True)),
             noise=_build_noise(disclosure.get("noise", {})),
             budget=_build_budget(disclosure.get("budget", {})),
         ),

@@ -81,6 +81,8 @@ class BudgetSettings:
 class DisclosureSettings:
     min_persons_per_cell: int = 10
     rounding_base: int = 1
+    zeros_disclosive: bool = True
+    """Suppress empty cells like small ones; if False, a count of 0 is released as such."""
     noise: NoiseSettings = NoiseSettings()
     budget: BudgetSettings = BudgetSettings()
 
