@@ -41,6 +41,23 @@ class FilterOp(enum.StrEnum):
     BETWEEN = "between"
 
 
+INTEGER_TYPES = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+)
+"""Engine column type names (prefixes) holding integers."""
+FLOAT_TYPES = ("FLOAT", "DOUBLE", "DECIMAL", "REAL", "NUMERIC")
+"""Engine column type names (prefixes) holding non-integer numbers."""
+
+
 class AggFunc(enum.StrEnum):
     COUNT = "count"
     COUNT_DISTINCT = "count_distinct"

@@ -11,25 +11,11 @@ import itertools
 from dataclasses import dataclass
 
 from sandbox._errors import InvalidJobSpec
-from sandbox._model import AggFunc, Filter, FilterOp, JobSpec, Scalar
+from sandbox._model import FLOAT_TYPES, INTEGER_TYPES, AggFunc, Filter, FilterOp, JobSpec, Scalar
 from sandbox.policy import Policy
 from sandbox.state import DatasetRecord
 
-_NUMERIC = (
-    "TINYINT",
-    "SMALLINT",
-    "INTEGER",
-    "BIGINT",
-    "HUGEINT",
-    "UTINYINT",
-    "USMALLINT",
-    "UINTEGER",
-    "UBIGINT",
-    "FLOAT",
-    "DOUBLE",
-    "DECIMAL",
-    "REAL",
-)
+_NUMERIC = INTEGER_TYPES + FLOAT_TYPES
 _SQL_OPS = {
     FilterOp.EQ: "=",
     FilterOp.NE: "<>",

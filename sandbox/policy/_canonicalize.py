@@ -32,24 +32,19 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sandbox._errors import InvalidJobSpec
-from sandbox._model import ColumnRole, Filter, FilterOp, JobSpec, Scalar
+from sandbox._model import (
+    FLOAT_TYPES,
+    INTEGER_TYPES,
+    ColumnRole,
+    Filter,
+    FilterOp,
+    JobSpec,
+    Scalar,
+)
 from sandbox.policy._model import ColumnPolicy, Policy
 
 _RANGE_OPS = frozenset({FilterOp.LT, FilterOp.LE, FilterOp.GT, FilterOp.GE, FilterOp.BETWEEN})
 _EQUALITY_OPS = frozenset({FilterOp.EQ, FilterOp.IN, FilterOp.NE})
-_INT_TYPES = (
-    "TINYINT",
-    "SMALLINT",
-    "INTEGER",
-    "BIGINT",
-    "HUGEINT",
-    "UTINYINT",
-    "USMALLINT",
-    "UINTEGER",
-    "UBIGINT",
-    "UHUGEINT",
-)
-_FLOAT_TYPES = ("FLOAT", "DOUBLE", "DECIMAL", "REAL", "NUMERIC")
 _STRING_TYPES = ("VARCHAR", "TEXT", "STRING")
 
 
@@ -485,9 +480,9 @@ def _declared_kind(sql_type: str | None) -> _Kind | None:
     if not sql_type:
         return None
     t = sql_type.strip().upper()
-    if t.startswith(_INT_TYPES):
+    if t.startswith(INTEGER_TYPES):
         return _Kind.INT
-    if t.startswith(_FLOAT_TYPES):
+    if t.startswith(FLOAT_TYPES):
         return _Kind.FLOAT
     if t in ("BOOLEAN", "BOOL"):
         return _Kind.BOOL
