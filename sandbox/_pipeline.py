@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sandbox._errors import (
@@ -49,9 +49,11 @@ from sandbox.disclosure import (
     NoiseTerms,
     Settings,
     check_query_set,
+    differencing_guard,
     noise_terms,
     protect,
     protect_noised,
+    released_cell,
 )
 from sandbox.engine import Engine, Plan, file_fingerprint, plan
 from sandbox.policy import Policy, canonicalize, decide
@@ -64,6 +66,7 @@ from sandbox.state import (
     Ledger,
     PrivacyLedger,
     Projects,
+    ReleaseRegister,
 )
 
 Today = Callable[[], dt.date]
@@ -91,11 +94,12 @@ class JobPipeline:
         self._jobs = Jobs(db)
         self._ledger = Ledger()
         self._budget = PrivacyLedger()
+        self._releases = ReleaseRegister(released_cell)
         self._audit = AuditLog(db)
         self._today = today
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-job")
-        self._finished: dict[str, threading.Event] = {}
-        self._finished_lock = threading.Lock()
+        self._waiting: dict[str, _Waiters] = {}
+        self._waiting_lock = threading.Lock()
 
     # ---- visibility -------------------------------------------------------------------
     def visible_dataset(self, principal: Principal, dataset: str) -> DatasetRecord:
@@ -350,6 +354,7 @@ class JobPipeline:
         terms: NoiseTerms | None,
     ) -> None:
         job_id = info.job_id
+        released: ResultTable | None = None
         try:
             with self._db.write() as conn:
                 if not self._jobs.start(conn, job_id):
@@ -369,9 +374,12 @@ class JobPipeline:
                         rounding_base=policy.disclosure.rounding_base,
                         max_groups=policy.limits.max_groups,
                         zeros_disclosive=policy.disclosure.zeros_disclosive,
+                        dominance=policy.disclosure.dominance,
+                        p_percent=policy.disclosure.p_percent,
                     ),
                 )
-            self._release(info, table, record.row_count)
+            persons = None if terms is not None else {c.keys: c.persons for c in raw.cells}
+            released = self._release(info, table, record, policy, persons)
         except (DisclosureControl, PolicyDenied) as exc:
             self._finish_unreleased(job_id, JobState.DENIED, exc, record.row_count)
         except JobCancelled as exc:
@@ -382,13 +390,44 @@ class JobPipeline:
             failure = JobFailed(f"internal error ({type(exc).__name__})", job_id=job_id)
             self._finish_unreleased(job_id, JobState.FAILED, failure, record.row_count)
         finally:
-            self._signal(job_id)
+            self._signal(job_id, released)
 
-    def _release(self, info: JobInfo, table: ResultTable, rows: int) -> None:
-        blob = table.canonical_json().encode()
-        digest = hashlib.sha256(blob).hexdigest()
-        statuses = [c.status for r in table.rows for c in r.cells]
+    def _release(
+        self,
+        info: JobInfo,
+        table: ResultTable,
+        record: DatasetRecord,
+        policy: Policy,
+        persons: dict[tuple[Any, ...], int] | None,
+    ) -> ResultTable:
+        """Release a protected table and return it as released.
+
+        In rule-based mode (``persons`` given) the differencing guard first checks it against
+        the release register, in the same transaction that records the release.
+        """
+        rows = record.row_count
         with self._db.write() as conn:
+            if persons is not None:
+                table, entries = differencing_guard(
+                    table,
+                    persons,
+                    info.spec,
+                    policy,
+                    self._releases.cells(conn, record.id),
+                    data_version=record.file_fingerprint,
+                )
+                self._releases.record(
+                    conn,
+                    dataset=record.id,
+                    population=policy.population,
+                    project=info.spec.project,
+                    job_id=info.job_id,
+                    data_version=record.file_fingerprint,
+                    cells=entries,
+                )
+            blob = table.canonical_json().encode()
+            digest = hashlib.sha256(blob).hexdigest()
+            statuses = [c.status for r in table.rows for c in r.cells]
             self._ledger.commit(conn, info.job_id, rows)
             charged = {"jobs": 1, "rows": rows, **self._charge_budget(conn, info.job_id, True)}
             self._jobs.finish(
@@ -408,6 +447,7 @@ class JobPipeline:
                 result_digest=digest,
                 cells={s.value: statuses.count(s) for s in CellStatus},
             )
+        return table
 
     def _finish_unreleased(
         self, job_id: str, state: JobState, exc: SandboxError, rows: int
@@ -461,28 +501,42 @@ class JobPipeline:
             return replace(info, progress=self._engine.progress(job_id))
         return replace(info, progress=1.0) if info.state.terminal else info
 
-    def _event(self, job_id: str) -> threading.Event:
-        with self._finished_lock:
-            return self._finished.setdefault(job_id, threading.Event())
+    def _waiters(self, job_id: str) -> _Waiters:
+        with self._waiting_lock:
+            return self._waiting.setdefault(job_id, _Waiters())
 
-    def _signal(self, job_id: str) -> None:
+    def _signal(self, job_id: str, released: ResultTable | None = None) -> None:
         """Wake the waiters of one job (called after its terminal state is committed)."""
-        with self._finished_lock:
-            event = self._finished.pop(job_id, None)
-        if event is not None:
-            event.set()
+        with self._waiting_lock:
+            waiters = self._waiting.pop(job_id, None)
+        if waiters is not None:
+            waiters.released = released
+            waiters.event.set()
 
     def wait(self, principal: Principal, job_id: str, timeout: float) -> JobInfo:
         """Long-poll: return when the job is terminal or ``timeout`` seconds have passed."""
+        return self.wait_for_result(principal, job_id, timeout, with_result=False)[0]
+
+    def wait_for_result(
+        self, principal: Principal, job_id: str, timeout: float, *, with_result: bool = True
+    ) -> tuple[JobInfo, ResultTable | None]:
+        """Long-poll like ``wait``; also the released table if the job succeeded.
+
+        A waiter woken by the release gets the table the worker just stored, without reading
+        it back from the state store.
+        """
         self._visible_job(principal, job_id)
-        event = self._event(job_id)  # registered before the check, so no wake-up is lost
+        waiters = self._waiters(job_id)  # registered before the check, so no wake-up is lost
         info = self.get(principal, job_id)
         if info.state.terminal:
             self._signal(job_id)  # drop the bookkeeping: nothing will set it any more
-            return info
-        if timeout > 0:
-            event.wait(timeout)
-        return self.get(principal, job_id)
+        elif timeout > 0 and waiters.event.wait(timeout):
+            info = self.get(principal, job_id)
+            if waiters.released is not None and info.state == JobState.SUCCEEDED:
+                return info, waiters.released
+        if not with_result or info.state != JobState.SUCCEEDED:
+            return info, None
+        return info, self.result(principal, job_id)
 
     def cancel(self, principal: Principal, job_id: str) -> JobInfo:
         info = self._visible_job(principal, job_id)
@@ -569,6 +623,14 @@ def _check_shape(spec: JobSpec) -> None:
     names = [a.name for a in spec.aggregates]
     if len(set(names)) != len(names) or set(names) & set(spec.group_by):
         raise InvalidJobSpec("output column names must be unique (set an alias)")
+
+
+@dataclass
+class _Waiters:
+    """Callers long-polling one job, and the table it released (set before ``event``)."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    released: ResultTable | None = None
 
 
 @dataclass(frozen=True)

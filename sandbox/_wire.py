@@ -9,7 +9,9 @@ import datetime as dt
 import math
 from collections.abc import Iterable, Iterator
 
-from sandbox._errors import InvalidArgument, InvalidJobSpec
+import pyarrow as pa
+
+from sandbox._errors import InvalidArgument, InvalidJobSpec, SandboxError
 from sandbox._model import (
     AggFunc,
     Aggregate,
@@ -31,6 +33,7 @@ from sandbox._model import (
     Scalar,
 )
 from sandbox.api.v1 import catalog_pb2, common_pb2, jobs_pb2, projects_pb2
+from sandbox.mock import MockRequest
 
 _OPS = {
     FilterOp.EQ: jobs_pb2.FILTER_OP_EQ,
@@ -68,6 +71,8 @@ _CELLS = {
 _CELLS_BACK = {v: k for k, v in _CELLS.items()}
 MAX_VALUES_PER_FILTER = 1000
 ROWS_PER_CHUNK = 2000
+MOCK_CHUNK_BYTES = 1 << 20
+"""Target size of one MockRows chunk (its Arrow IPC stream)."""
 
 
 # ---- values -------------------------------------------------------------------------------
@@ -315,6 +320,85 @@ def dataset_from_pb(pb: catalog_pb2.Dataset) -> DatasetInfo:
             for c in pb.columns
         ),
     )
+
+
+# ---- mock rows ----------------------------------------------------------------------------
+def mock_request_to_pb(req: MockRequest) -> catalog_pb2.MockRowsRequest:
+    if isinstance(req.n, bool) or not isinstance(req.n, int) or not 0 <= req.n < 2**63:
+        raise InvalidArgument("the number of mock rows must be a non-negative integer")
+    if isinstance(req.matching, bool) or not isinstance(req.matching, int | float):
+        raise InvalidArgument("matching must be a share between 0 and 1")
+    if req.seed is not None and (isinstance(req.seed, bool) or not isinstance(req.seed, int)):
+        raise InvalidArgument("the mock seed must be an integer in [0, 2**63)")
+    pb = catalog_pb2.MockRowsRequest(dataset=req.dataset, n=req.n, matching=req.matching)
+    if req.seed is not None:
+        if not 0 <= req.seed < 2**63:
+            raise InvalidArgument("the mock seed must be an integer in [0, 2**63)")
+        pb.seed = req.seed
+    if req.job is not None:
+        pb.job.CopyFrom(spec_to_pb(req.job))
+    return pb
+
+
+def mock_request_from_pb(pb: catalog_pb2.MockRowsRequest) -> MockRequest:
+    """Convert; the job is validated like a submitted one, ``n`` and the seed by the generator."""
+    return MockRequest(
+        dataset=pb.dataset,
+        n=pb.n,
+        seed=pb.seed if pb.HasField("seed") else None,
+        job=spec_from_pb(pb.job) if pb.HasField("job") else None,
+        matching=pb.matching if pb.HasField("matching") else 1.0,
+    )
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def mock_to_chunks(
+    table: pa.Table, seed: int, max_bytes: int = MOCK_CHUNK_BYTES
+) -> list[catalog_pb2.MockRowsChunk]:
+    """The table as self-contained Arrow IPC streams of about ``max_bytes`` each (at least one,
+    so an empty table still carries its schema)."""
+    n = table.num_rows
+    per_chunk = max(1, n * max_bytes // max(1, table.nbytes)) if n else 1
+    pieces: list[bytes] = []
+    stack = [table.slice(start, per_chunk) for start in range(0, n, per_chunk)][::-1]
+    while stack:
+        piece = stack.pop()
+        data = _ipc(piece)
+        if len(data) > max_bytes and piece.num_rows > 1:
+            half = piece.num_rows // 2
+            stack += [piece.slice(half), piece.slice(0, half)]
+            continue
+        pieces.append(data)
+    if not pieces:
+        pieces.append(_ipc(table))
+    return [catalog_pb2.MockRowsChunk(arrow_ipc=p, seed=seed, rows=n) for p in pieces]
+
+
+def mock_from_chunks(chunks: Iterable[catalog_pb2.MockRowsChunk]) -> tuple[pa.Table, int]:
+    """Reassemble the table (and the seed used) from its chunks."""
+    tables: list[pa.Table] = []
+    seed = rows = 0
+    for chunk in chunks:
+        try:
+            tables.append(pa.ipc.open_stream(chunk.arrow_ipc).read_all())
+        except (pa.ArrowInvalid, OSError):
+            raise SandboxError("the server sent malformed mock rows") from None
+        seed, rows = chunk.seed, chunk.rows
+    if not tables:
+        raise SandboxError("the server sent no mock rows")
+    try:
+        table = pa.concat_tables(tables)
+    except pa.ArrowInvalid:
+        raise SandboxError("the server sent mock rows with differing schemas") from None
+    if table.num_rows != rows:
+        raise SandboxError("the server sent an incomplete set of mock rows")
+    return table, seed
 
 
 # ---- projects -----------------------------------------------------------------------------

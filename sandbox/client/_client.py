@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import pandas as pd
 
 from sandbox import _wire as wire
 from sandbox._errors import JobCancelled, JobFailed, SandboxError, Timeout, error_for_reason
@@ -39,6 +40,7 @@ from sandbox.client._errors import raise_from_rpc
 from sandbox.client._query import Query
 from sandbox.client._result import Result
 from sandbox.client._sql import sql_to_spec
+from sandbox.mock import MockRequest
 
 T = TypeVar("T")
 _WAIT_SLICE_S = 10.0
@@ -127,6 +129,47 @@ class Client:
         """Steward: register (or refresh) a dataset from its policy file on the server."""
         req = catalog_pb2.RegisterDatasetRequest(dataset=dataset)
         return wire.dataset_from_pb(self._call(self._catalog.RegisterDataset, req, timeout=600))
+
+    def mock(
+        self,
+        dataset: str,
+        n: int = 100,
+        *,
+        job: JobSpec | Query | None = None,
+        seed: int | None = None,
+        matching: float = 1.0,
+    ) -> pd.DataFrame:
+        """``n`` synthetic rows shaped like ``dataset``, to develop a job against locally.
+
+        The server generates them from the dataset's public description only (column types,
+        roles, declared values, bins and bounds), never from its data. Hidden columns are left
+        out; identifiers are synthetic ids. With ``job`` (a ``JobSpec`` or a ``Query``) every
+        row satisfies its filters, or only a ``matching`` share of the rows, the others each
+        breaking one filter. The same ``seed`` gives the same rows; without one the server
+        picks a seed, reported in ``df.attrs["seed"]``. ``n`` is capped by the server
+        (``max_mock_rows``, 100 000 by default).
+        """
+        spec: JobSpec | None
+        if isinstance(job, Query):
+            spec = JobSpec(
+                dataset=job.dataset,
+                project="",
+                purpose="",
+                aggregates=job.aggregates,
+                group_by=job.group_by_columns,
+                filters=job.filters,
+            )
+        else:
+            spec = job
+        req = wire.mock_request_to_pb(MockRequest(dataset, n, seed, spec, matching))
+        try:
+            stream = self._catalog.MockRows(req, timeout=self._timeout, metadata=self._metadata)
+            table, used = wire.mock_from_chunks(stream)
+        except grpc.RpcError as exc:
+            raise_from_rpc(exc)
+        frame: pd.DataFrame = table.to_pandas()
+        frame.attrs.update({"dataset": dataset, "seed": used, "mock": True})
+        return frame
 
     # ---- jobs --------------------------------------------------------------------------
     def query(self, dataset: str) -> Query:

@@ -11,6 +11,10 @@ from sandbox._model import CellStatus, ResultTable
 _RULE_TEXT = {
     "disclosure.min_persons": "fewer than {min_persons_per_cell} distinct persons in the cell",
     "disclosure.rounding": "rounded to a multiple of {rounding_base}",
+    "disclosure.differencing": (
+        "subtracted from an earlier release it would isolate fewer than "
+        "{min_persons_per_cell} persons"
+    ),
 }
 
 

@@ -1,5 +1,22 @@
 """Disclosure control applied on the server to every result before release."""
 
+from sandbox.disclosure._differencing import (
+    RULE_DIFFERENCING,
+    ReleasedCell,
+    differencing_guard,
+    job_regions,
+    offending,
+    region_json,
+    released_cell,
+)
+from sandbox.disclosure._dominance import (
+    RULE_DOMINANCE,
+    RULE_P_PERCENT,
+    failed_rule,
+    nk_fails,
+    p_percent_fails,
+    person_contributions,
+)
 from sandbox.disclosure._noised import NoiseTerms, noise_terms, protect_noised
 from sandbox.disclosure._threshold import (
     RULE_MAX_GROUPS,
@@ -12,14 +29,27 @@ from sandbox.disclosure._threshold import (
 )
 
 __all__ = [
+    "RULE_DIFFERENCING",
+    "RULE_DOMINANCE",
     "RULE_MAX_GROUPS",
     "RULE_MIN_PERSONS",
+    "RULE_P_PERCENT",
     "RULE_QUERY_SET",
     "RULE_ROUNDING",
     "NoiseTerms",
+    "ReleasedCell",
     "Settings",
     "check_query_set",
+    "differencing_guard",
+    "failed_rule",
+    "job_regions",
+    "nk_fails",
     "noise_terms",
+    "offending",
+    "p_percent_fails",
+    "person_contributions",
     "protect",
     "protect_noised",
+    "region_json",
+    "released_cell",
 ]

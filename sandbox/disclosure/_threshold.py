@@ -1,17 +1,32 @@
-"""First layer of disclosure control: query-set size, cell thresholds, rounding.
+"""First layer of disclosure control: query-set size, cell thresholds, dominance, rounding.
 
 Thresholds count distinct persons (the dataset's person key), never rows. Cells below the
 threshold are kept in the table and marked suppressed; they are never silently dropped.
+
+Dominance (the (n, k) rule and the p% rule, see ``_dominance``) is checked per measure: when a
+measure's contributions in a cell fail a rule, every sum and mean of that measure in the row is
+suppressed with the rule's id (they share the contributions, and a mean times a released count
+gives the sum back). The row's counts and its other measures' cells are released as usual: they
+tell nothing about how the failing measure splits over persons. A cell already suppressed for
+too few persons keeps that rule.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from fractions import Fraction
 
 from sandbox._errors import DisclosureControl, PolicyDenied
 from sandbox._model import AggFunc, Cell, CellStatus, JobSpec, ResultRow, ResultTable, Scalar
-from sandbox.engine import KeySpace, RawCell, RawTable
+from sandbox.disclosure._dominance import (
+    RULE_DOMINANCE,
+    RULE_P_PERCENT,
+    failed_rule,
+    needed_top,
+)
+from sandbox.engine import Contributions, KeySpace, RawCell, RawTable
+from sandbox.policy import DominanceRule
 
 RULE_QUERY_SET = "disclosure.query_set"
 RULE_MIN_PERSONS = "disclosure.min_persons"
@@ -26,6 +41,10 @@ class Settings:
     rounding_base: int
     max_groups: int
     zeros_disclosive: bool = True
+    dominance: DominanceRule | None = None
+    """The (n, k) rule on sums and means (None: off)."""
+    p_percent: Fraction | None = None
+    """The p% rule on sums and means (None: off)."""
 
 
 def check_query_set(raw: RawTable, total_persons: int, min_persons: int) -> None:
@@ -69,11 +88,19 @@ def protect(
         )
     rows: list[ResultRow] = []
     empty = RawCell((), 0, tuple(None for _ in spec.aggregates))
+    # Contributions reported for fewer contributors than the rules need cannot be checked.
+    checkable = raw.contribution_top >= needed_top(settings.dominance, settings.p_percent)
     for key in keys:
         cell = cells.get(key, empty)
         out: list[Cell] = []
-        for agg, value in zip(spec.aggregates, cell.values, strict=True):
-            out.append(_release(agg.function, value, cell.persons, settings))
+        for j, (agg, value) in enumerate(zip(spec.aggregates, cell.values, strict=True)):
+            released = _release(agg.function, value, cell.persons, settings)
+            if agg.function in _MAGNITUDE and released.status != CellStatus.SUPPRESSED:
+                contributions = cell.contributions[j] if j < len(cell.contributions) else None
+                rule = _dominance(cell.persons, contributions if checkable else None, settings)
+                if rule:
+                    released = Cell(None, CellStatus.SUPPRESSED, rule)
+            out.append(released)
         rows.append(ResultRow(keys=key, cells=tuple(out)))
     return ResultTable(
         key_columns=spec.group_by,
@@ -83,8 +110,37 @@ def protect(
             "min_persons_per_cell": settings.min_persons,
             "rounding_base": settings.rounding_base,
             "zeros_disclosive": int(settings.zeros_disclosive),
+            **_rule_settings(settings),
         },
     )
+
+
+_MAGNITUDE = (AggFunc.SUM, AggFunc.MEAN)
+
+
+def _dominance(persons: int, contributions: Contributions | None, s: Settings) -> str:
+    """The dominance rule a magnitude cell fails, or "" (also when no rule is on)."""
+    if (s.dominance is None and s.p_percent is None) or persons == 0:
+        return ""  # no rule, or a structural zero: no one contributes
+    if contributions is None:  # not computed for these rules: fail closed
+        return RULE_DOMINANCE if s.dominance is not None else RULE_P_PERCENT
+    return failed_rule(contributions.top, contributions.total, s.dominance, s.p_percent)
+
+
+def _rule_settings(s: Settings) -> dict[str, int]:
+    """The dominance parameters, as whole numbers (k and p in percent), for the table header."""
+    out: dict[str, int] = {}
+    if s.dominance is not None:
+        out["dominance_n"] = s.dominance.n
+        out["dominance_k_percent"] = _percent(s.dominance.k)
+    if s.p_percent is not None:
+        out["p_percent"] = _percent(s.p_percent)
+    return out
+
+
+def _percent(share: Fraction) -> int:
+    """A share in whole percent, rounded up (policies only hold whole percentages)."""
+    return -(-share.numerator * 100 // share.denominator)
 
 
 def _release(func: AggFunc, value: float | int | None, persons: int, s: Settings) -> Cell:

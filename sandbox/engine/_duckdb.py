@@ -21,10 +21,23 @@ from sandbox.engine._plan import Plan, quote_ident
 
 
 @dataclass(frozen=True)
+class Contributions:
+    """How one measure's sum in a cell splits over persons (each person's rows summed first,
+    clamped like the released sum, then taken in absolute value)."""
+
+    total: float | int
+    """Sum over the cell's persons of their absolute contributions."""
+    top: tuple[float | int, ...]
+    """The largest absolute contributions, descending (at most ``Plan.contribution_top``)."""
+
+
+@dataclass(frozen=True)
 class RawCell:
     keys: tuple[Scalar | None, ...]
     persons: int
     values: tuple[float | int | None, ...]
+    contributions: tuple[Contributions | None, ...] = ()
+    """Per aggregate, for sums and means when the policy has dominance rules (else empty)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,8 @@ class RawTable:
     cells: tuple[RawCell, ...]
     query_set_persons: int | None
     """Distinct persons matching the filters (None when the job has no filters)."""
+    contribution_top: int = 0
+    """How many of the largest contributions each cell's ``contributions`` report (0: none)."""
 
 
 @dataclass(frozen=True)
@@ -101,12 +116,13 @@ class Engine:
                     keys=tuple(row[:n_keys]),
                     persons=int(row[n_keys]),
                     values=tuple(_number(v) for v in row[n_keys + 1 : n_keys + 1 + n_vals]),
+                    contributions=_contributions(plan, row[n_keys + 1 + n_vals :]),
                 )
             )
         if plan.has_filters and total is None:
             # One row per person: the cells partition the query set.
             total = sum(c.persons for c in cells)
-        return RawTable(tuple(cells), total)
+        return RawTable(tuple(cells), total, plan.contribution_top)
 
     def progress(self, job_id: str) -> float:
         with self._lock:
@@ -169,6 +185,27 @@ class Engine:
             if row[2 + 2 * i] is not None
         }
         return SourceFacts(types, int(row[0]), int(row[1]), digest.hexdigest(), ranges, before)
+
+
+def _contributions(plan: Plan, stats: tuple[object, ...]) -> tuple[Contributions | None, ...]:
+    """Per aggregate, the contributions of its measure from the (total, top list) columns."""
+    if not plan.contribution_measures:
+        return ()
+    measures: list[Contributions] = []
+    for i in range(len(plan.contribution_measures)):
+        total, top = stats[2 * i], stats[2 * i + 1]
+        # A cell whose values are all missing has no contributions (NULL total and list).
+        measures.append(
+            Contributions(
+                total=_number(total) or 0,
+                top=tuple(sorted((_number(v) or 0 for v in _items(top)), reverse=True)),
+            )
+        )
+    return tuple(measures[i] if i >= 0 else None for i in plan.contribution_of)
+
+
+def _items(v: object) -> list[object]:
+    return list(v) if isinstance(v, list | tuple) else []
 
 
 def _number(v: object) -> float | int | None:

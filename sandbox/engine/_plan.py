@@ -47,6 +47,12 @@ class Plan:
     with_total: bool
     """A row with GROUPING id > 0 holds the persons of the whole query set."""
     has_filters: bool
+    contribution_top: int = 0
+    """How many of the largest per-person contributions a magnitude cell reports (0: none)."""
+    contribution_measures: tuple[str, ...] = ()
+    """Measures whose per-person contributions are reported, in result-column order."""
+    contribution_of: tuple[int, ...] = ()
+    """Per aggregate: its index in ``contribution_measures``, or -1 (empty: none reported)."""
 
 
 def bin_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
@@ -100,7 +106,8 @@ def _condition(f: Filter, sql_type: str) -> tuple[str, list[object]]:
 def _clamped(column: str, policy: Policy, record: DatasetRecord, params: list[object]) -> str:
     """The measure clamped to its declared bounds, so no one value can dominate a cell.
 
-    Skipped when the registered file's values already lie within the bounds (a no-op then).
+    Skipped when the registered file's values already lie within the bounds (a no-op then). A
+    missing value stays missing (``greatest``/``least`` would skip it and return a bound).
     """
     col_policy = policy.column(column)
     if col_policy is None or col_policy.bounds is None:
@@ -109,8 +116,40 @@ def _clamped(column: str, policy: Policy, record: DatasetRecord, params: list[ob
     lo, hi = col_policy.bounds
     if seen is not None and lo <= seen[0] and seen[1] <= hi:
         return quote_ident(column)
-    params += [col_policy.bounds[0], col_policy.bounds[1]]
-    return f"least(greatest({quote_ident(column)}, ?), ?)"
+    params += [lo, lo, hi, hi]
+    col = quote_ident(column)
+    return f"(CASE WHEN {col} < ? THEN ? WHEN {col} > ? THEN ? ELSE {col} END)"
+
+
+_MAGNITUDE = (AggFunc.SUM, AggFunc.MEAN)
+
+
+def contribution_top(spec: JobSpec, policy: Policy) -> int:
+    """How many of the largest contributors the policy's dominance rules need (0: none apply).
+
+    The (n, k) rule needs ``n``, the p% rule the two largest. Only sums and means are checked,
+    and not in differential privacy mode, where the noise already hides any one person.
+    """
+    rules = policy.disclosure
+    if rules.noise.enabled or not any(a.function in _MAGNITUDE for a in spec.aggregates):
+        return 0
+    top = rules.dominance.n if rules.dominance is not None else 0
+    if rules.p_percent is not None:
+        top = max(top, 2)
+    return top
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """The pieces of a query that do not depend on how the cells are aggregated."""
+
+    keys: list[str]
+    key_params: list[object]
+    key_names: list[str]
+    reader: str
+    source: object
+    where: str
+    cond_params: list[object]
 
 
 def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
@@ -123,7 +162,6 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
     ):
         if name not in types:
             raise InvalidJobSpec(f"column '{name}' is not in the dataset")
-    params: list[object] = [record.source]
     keys: list[str] = []
     key_params: list[object] = []
     spaces: list[KeySpace] = []
@@ -142,26 +180,6 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
             keys.append(f"{col} AS k{i}")
             values = col_policy.values if col_policy is not None and col_policy.values else None
             spaces.append(KeySpace(name, tuple(values) if values else None))
-    pk = quote_ident(policy.person_key)
-    persons = "count(*)" if record.persons_unique else f"count(DISTINCT {pk})"
-    # Differential privacy adds integer noise, so sums (and the sums behind means) are taken
-    # over values clamped to the policy bounds and rounded to integers, one row per person.
-    noised = policy.disclosure.noise.enabled
-    aggs: list[str] = [f"{persons} AS persons"]
-    names: list[str] = []
-    for j, agg in enumerate(spec.aggregates):
-        if agg.function == AggFunc.COUNT:
-            expr = "count(*)"
-        elif agg.function == AggFunc.COUNT_DISTINCT:
-            expr = persons
-        elif noised:
-            clamped = _clamped(agg.column, policy, record, key_params)
-            expr = f"CAST(sum(CAST(round({clamped}) AS BIGINT)) AS BIGINT)"
-        else:
-            func = "sum" if agg.function == AggFunc.SUM else "avg"
-            expr = f"{func}({_clamped(agg.column, policy, record, key_params)})"
-        aggs.append(f"{expr} AS v{j}")
-        names.append(agg.name)
     conds: list[str] = []
     cond_params: list[object] = []
     for f in spec.filters:
@@ -169,25 +187,149 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
         conds.append(text)
         cond_params += vals
     reader = "read_parquet(?)" if record.file_format == "parquet" else "read_csv(?, header = true)"
-    key_names = [f"k{i}" for i in range(len(keys))]
+    parts = _Parts(
+        keys=keys,
+        key_params=key_params,
+        key_names=[f"k{i}" for i in range(len(keys))],
+        reader=reader,
+        source=record.source,
+        where=" WHERE " + " AND ".join(conds) if conds else "",
+        cond_params=cond_params,
+    )
+    top = contribution_top(spec, policy)
+    measures = tuple(dict.fromkeys(a.column for a in spec.aggregates if a.function in _MAGNITUDE))
+    if not top:
+        measures = ()
     # The query-set size is the sum of the cells when each person has one row (so lies in one
     # cell); otherwise a grand-total grouping set counts distinct persons over the whole set.
     with_total = bool(spec.filters) and bool(keys) and not record.persons_unique
-    select = ", ".join([*keys, *aggs])
-    if with_total:
-        select += f", grouping({', '.join(key_names)}) AS g"
-    sql = f"SELECT {select} FROM {reader}"  # noqa: S608 - identifiers quoted from catalogue
-    if conds:
-        sql += " WHERE " + " AND ".join(conds)
-    if with_total:
-        sql += f" GROUP BY GROUPING SETS (({', '.join(key_names)}), ())"
-    elif keys:
-        sql += f" GROUP BY {', '.join(key_names)}"
+    if measures and not record.persons_unique:
+        sql, params = _per_person_query(spec, record, policy, parts, measures, top, with_total)
+    else:
+        sql, params = _row_query(spec, record, policy, parts, measures, top, with_total)
     return Plan(
         sql=sql,
-        params=tuple(key_params + params + cond_params),
+        params=tuple(params),
         key_spaces=tuple(spaces),
-        value_names=tuple(names),
+        value_names=tuple(agg.name for agg in spec.aggregates),
         with_total=with_total,
         has_filters=bool(spec.filters),
+        contribution_top=top if measures else 0,
+        contribution_measures=measures,
+        contribution_of=(
+            tuple(
+                measures.index(a.column) if a.function in _MAGNITUDE else -1
+                for a in spec.aggregates
+            )
+            if measures
+            else ()
+        ),
     )
+
+
+def _row_query(
+    spec: JobSpec,
+    record: DatasetRecord,
+    policy: Policy,
+    parts: _Parts,
+    measures: tuple[str, ...],
+    top: int,
+    with_total: bool,
+) -> tuple[str, list[object]]:
+    """One aggregation over the rows; a row is a person when the dataset has one per person."""
+    assert not measures or record.persons_unique, "contributions need one row per person here"
+    select_params = list(parts.key_params)
+    pk = quote_ident(policy.person_key)
+    persons = "count(*)" if record.persons_unique else f"count(DISTINCT {pk})"
+    # Differential privacy adds integer noise, so sums (and the sums behind means) are taken
+    # over values clamped to the policy bounds and rounded to integers, one row per person.
+    noised = policy.disclosure.noise.enabled
+    aggs: list[str] = [f"{persons} AS persons"]
+    for j, agg in enumerate(spec.aggregates):
+        if agg.function == AggFunc.COUNT:
+            expr = "count(*)"
+        elif agg.function == AggFunc.COUNT_DISTINCT:
+            expr = persons
+        elif noised:
+            clamped = _clamped(agg.column, policy, record, select_params)
+            expr = f"CAST(sum(CAST(round({clamped}) AS BIGINT)) AS BIGINT)"
+        else:
+            func = "sum" if agg.function == AggFunc.SUM else "avg"
+            expr = f"{func}({_clamped(agg.column, policy, record, select_params)})"
+        aggs.append(f"{expr} AS v{j}")
+    # One row per person: each row's (clamped) value is a person's whole contribution.
+    for i, column in enumerate(measures):
+        aggs.append(f"sum(abs({_clamped(column, policy, record, select_params)})) AS a{i}")
+        aggs.append(f"max(abs({_clamped(column, policy, record, select_params)}), ?) AS t{i}")
+        select_params.append(top)
+    select = ", ".join([*parts.keys, *aggs])
+    if with_total:
+        select += f", grouping({', '.join(parts.key_names)}) AS g"
+    sql = f"SELECT {select} FROM {parts.reader}{parts.where}"  # noqa: S608 - quoted identifiers
+    if with_total:
+        sql += f" GROUP BY GROUPING SETS (({', '.join(parts.key_names)}), ())"
+    elif parts.keys:
+        sql += f" GROUP BY {', '.join(parts.key_names)}"
+    return sql, [*select_params, parts.source, *parts.cond_params]
+
+
+def _per_person_query(
+    spec: JobSpec,
+    record: DatasetRecord,
+    policy: Policy,
+    parts: _Parts,
+    measures: tuple[str, ...],
+    top: int,
+    with_total: bool,
+) -> tuple[str, list[object]]:
+    """Two aggregations for a dataset with several rows per person: per (cell, person), then
+    per cell, so that each person's contribution to a sum is their rows' total.
+
+    Every released number is the same as ``_row_query``'s: sums of the per-person sums, means
+    as their total over the count of values, counts as the sum of per-person row counts.
+    """
+    inner_params = list(parts.key_params)
+    pk = quote_ident(policy.person_key)
+    inner = [*parts.keys, f"{pk} AS _p", "count(*) AS _c"]
+    averaged = {a.column for a in spec.aggregates if a.function == AggFunc.MEAN}
+    for i, column in enumerate(measures):
+        clamped = _clamped(column, policy, record, inner_params)
+        inner.append(f"sum({clamped}) AS _s{i}")
+        if column in averaged:
+            inner.append(f"count({_clamped(column, policy, record, inner_params)}) AS _n{i}")
+    per_person = (
+        f"SELECT {', '.join(inner)} FROM {parts.reader}{parts.where} "  # noqa: S608
+        f"GROUP BY {', '.join([*parts.key_names, pk])}"
+    )
+    inner_params += [parts.source, *parts.cond_params]
+    outer: list[str] = ["count(_p) AS persons"]
+    for j, agg in enumerate(spec.aggregates):
+        if agg.function == AggFunc.COUNT:
+            expr = "coalesce(sum(_c), 0)"
+        elif agg.function == AggFunc.COUNT_DISTINCT:
+            expr = "count(_p)"
+        elif agg.function == AggFunc.SUM:
+            expr = f"sum(_s{measures.index(agg.column)})"
+        else:
+            i = measures.index(agg.column)
+            expr = f"sum(_s{i}) / nullif(sum(_n{i}), 0)"
+        outer.append(f"{expr} AS v{j}")
+    for i in range(len(measures)):
+        outer += [f"sum(abs(_s{i})) AS a{i}", f"max(abs(_s{i}), ?) AS t{i}"]
+    outer_params: list[object] = [top] * len(measures)
+    select = ", ".join([*parts.key_names, *outer])
+    group = f" GROUP BY {', '.join(parts.key_names)}" if parts.keys else ""
+    if not with_total:
+        sql = f"SELECT {select} FROM ({per_person}){group}"  # noqa: S608
+        return sql, [*outer_params, *inner_params]
+    # The distinct persons of the whole query set, as a row of its own (g = 1). A UNION over
+    # the materialised per-person rows costs far less than a DISTINCT count per grouping set.
+    total = ", ".join(
+        ["NULL"] * len(parts.keys) + ["count(DISTINCT _p)"] + ["NULL"] * (len(outer) - 1)
+    )
+    sql = (
+        f"WITH per_person AS MATERIALIZED ({per_person}) "  # noqa: S608
+        f"SELECT {select}, 0 AS g FROM per_person{group} "
+        f"UNION ALL SELECT {total}, 1 FROM per_person"
+    )
+    return sql, [*inner_params, *outer_params]

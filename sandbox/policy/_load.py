@@ -29,6 +29,7 @@ from sandbox.policy._model import (
     ColumnPolicy,
     DenyRule,
     DisclosureSettings,
+    DominanceRule,
     Limits,
     Mechanism,
     NoiseSettings,
@@ -92,6 +93,14 @@ _DENY_HINTS = {
 _SETTINGS_HINTS = {
     "min_persons_per_cell": "use a whole number >= 1, e.g. `min_persons_per_cell: 10`",
     "rounding_base": "use a whole number >= 1 (1 means no rounding), e.g. `rounding_base: 5`",
+    "dominance": "write e.g. `dominance: {n: 2, k: 0.85}` (no 2 persons may hold more than 85% "
+    "of a sum); remove the key to turn the rule off",
+    "dominance.n": "use a whole number from 1 to 100, e.g. `n: 2`: how many of the largest "
+    "contributors are taken together",
+    "dominance.k": "use a whole percentage above 0 and below 1, e.g. `k: 0.85`: the share of the "
+    "cell total the n largest contributors may hold",
+    "p_percent": "use a whole percentage above 0 and below 1, e.g. `p_percent: 0.1` (10%); "
+    "remove the key to turn the rule off",
     "max_groups": "use a whole number >= 1, e.g. `max_groups: 1000`",
     "max_filters": "use a whole number >= 1, e.g. `max_filters: 16`",
     "max_group_by": "use a whole number >= 1, e.g. `max_group_by: 4`",
@@ -436,7 +445,9 @@ class _Checker:
         for purpose_id, spec in purposes.items():
             if isinstance(spec, dict):
                 self._check_purpose_columns(purpose_id, spec.get("columns"), columns, roles)
-        self._check_noise(_mapping(_mapping(data.get("disclosure")).get("noise")))
+        disclosure = _mapping(data.get("disclosure"))
+        self._check_noise(_mapping(disclosure.get("noise")))
+        self._check_dominance(disclosure)
         deny = data.get("deny")
         if isinstance(deny, list):
             known_purposes = purposes if isinstance(data.get("purposes"), dict) else None
@@ -467,6 +478,23 @@ class _Checker:
                 "the Laplace mechanism is pure epsilon-DP: delta must be 0",
                 "remove `delta_per_job`",
             )
+
+    def _check_dominance(self, disclosure: dict[str, Any]) -> None:
+        """k and p must be whole percentages (the schema checks they lie strictly in (0, 1))."""
+        shares: list[tuple[KeyPath, Any, str]] = [
+            (("disclosure", "dominance", "k"), _mapping(disclosure.get("dominance")).get("k"), "k"),
+            (("disclosure", "p_percent"), disclosure.get("p_percent"), "p_percent"),
+        ]
+        for path, value, key in shares:
+            if not _share(value):
+                continue  # absent, or the schema reports it
+            if (_amount(value) * 100).denominator != 1:
+                example = "k: 0.85" if key == "k" else "p_percent: 0.1"
+                self.add(
+                    path,
+                    "must be a whole percentage (at most two decimal places)",
+                    f"round it to a whole percentage, e.g. `{example}`",
+                )
 
     def _check_source(self, source: str) -> None:
         windows = PureWindowsPath(source)
@@ -647,6 +675,8 @@ def _build(data: dict[str, Any], digest: str, label: str) -> Policy:
             zeros_disclosive=bool(disclosure.get("zeros_disclosive", True)),
             noise=_build_noise(disclosure.get("noise", {})),
             budget=_build_budget(disclosure.get("budget", {})),
+            dominance=_build_dominance(disclosure.get("dominance")),
+            p_percent=_amount(disclosure["p_percent"]) if "p_percent" in disclosure else None,
         ),
         limits=Limits(
             max_groups=int(limits.get("max_groups", defaults.max_groups)),
@@ -685,6 +715,12 @@ def _build_budget(spec: dict[str, Any]) -> BudgetSettings:
         delta_per_population=optional("delta_per_population"),
         window_days=int(spec.get("window_days", 0)),
     )
+
+
+def _build_dominance(spec: dict[str, Any] | None) -> DominanceRule | None:
+    if spec is None:
+        return None
+    return DominanceRule(n=int(spec["n"]), k=_amount(spec["k"]))
 
 
 def _build_column(name: str, spec: dict[str, Any]) -> ColumnPolicy:
@@ -751,7 +787,8 @@ def _hint(path: KeyPath) -> str:
     if head == "deny" and len(path) == 2:
         return "each rule is a mapping with an id, e.g. `{id: no-sum, aggregates: [sum]}`"
     if head in ("disclosure", "limits") and len(names) >= 2:
-        return _SETTINGS_HINTS.get(names[1], "")
+        nested = ".".join(names[1:3])
+        return _SETTINGS_HINTS.get(nested, _SETTINGS_HINTS.get(names[1], ""))
     return _TOP_HINTS.get(head, "")
 
 
@@ -777,6 +814,12 @@ def _describe(error: ValidationError) -> str:
         return f"{_show(instance)} is not in the expected format"
     if kind == "minimum":
         return f"must be at least {value}"
+    if kind == "maximum":
+        return f"must be at most {value}"
+    if kind == "exclusiveMinimum":
+        return f"must be above {value}"
+    if kind == "exclusiveMaximum":
+        return f"must be below {value}"
     if kind in ("minLength", "minProperties"):
         return "must not be empty"
     if kind == "minItems":
@@ -816,6 +859,11 @@ def _a(role: str) -> str:
 
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _share(value: Any) -> TypeGuard[float]:
+    """A number strictly between 0 and 1 (not a boolean)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
 
 
 def _numbers(value: Any) -> TypeGuard[list[float]]:

@@ -78,6 +78,17 @@ class BudgetSettings:
 
 
 @dataclass(frozen=True)
+class DominanceRule:
+    """The (n, k) rule: a magnitude cell fails if its ``n`` largest persons hold more than ``k``.
+
+    Contributions are per person (a person's rows summed first) and in absolute value.
+    """
+
+    n: int
+    k: Fraction
+
+
+@dataclass(frozen=True)
 class DisclosureSettings:
     min_persons_per_cell: int = 10
     rounding_base: int = 1
@@ -85,6 +96,11 @@ class DisclosureSettings:
     """Suppress empty cells like small ones; if False, a count of 0 is released as such."""
     noise: NoiseSettings = NoiseSettings()
     budget: BudgetSettings = BudgetSettings()
+    dominance: DominanceRule | None = None
+    """The (n, k) dominance rule on sums and means (None: off)."""
+    p_percent: Fraction | None = None
+    """The p% rule on sums and means (None: off): a cell fails if the second-largest person
+    could estimate the largest to within ``p`` of its value."""
 
 
 @dataclass(frozen=True)

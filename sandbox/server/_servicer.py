@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -12,7 +13,6 @@ import grpc
 from sandbox import _wire as wire
 from sandbox._app import Sandbox
 from sandbox._errors import InvalidArgument, SandboxError
-from sandbox._model import JobInfo, JobState
 from sandbox.api.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -24,6 +24,7 @@ from sandbox.api.v1 import (
     projects_pb2_grpc,
 )
 from sandbox.audit import canonical_json
+from sandbox.mock import mock_rows
 from sandbox.server._auth import current_principal
 from sandbox.server._status import abort_with
 
@@ -64,6 +65,27 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):  # type: ignore[
     def RegisterDataset(self, request: Any, context: Any) -> catalog_pb2.Dataset:
         return wire.dataset_to_pb(self.app.register_dataset(current_principal(), request.dataset))
 
+    @rpc
+    def MockRows(self, request: Any, context: Any) -> Iterator[catalog_pb2.MockRowsChunk]:
+        """Synthetic rows from the dataset's public description (``describe``), never its data.
+
+        Visibility is ``describe``'s: an unknown or unseen dataset is the same NOT_FOUND. The
+        whole table is built (and any error raised) before the first chunk is sent.
+        """
+        req = wire.mock_request_from_pb(request)
+        info = self.app.describe_dataset(current_principal(), req.dataset)
+        seed = req.seed if req.seed is not None else secrets.randbelow(2**63)
+        table = mock_rows(
+            info,
+            req.n,
+            seed=seed,
+            job=req.job,
+            matching=req.matching,
+            limit=self.app.config.max_mock_rows,
+        )
+        max_bytes = min(wire.MOCK_CHUNK_BYTES, self.app.config.max_message_bytes // 2)
+        return iter(wire.mock_to_chunks(table, seed, max_bytes))
+
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
     def __init__(self, app: Sandbox) -> None:
@@ -76,26 +98,27 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
             timeout = min(timeout, max(0.0, remaining - 0.05))
         return float(timeout)
 
-    def _inline(self, info: JobInfo, wanted: bool) -> jobs_pb2.ResultChunk | None:
-        """The whole released table as one chunk, if wanted, ready and small enough."""
-        if not wanted or info.state != JobState.SUCCEEDED:
-            return None
-        table = self.app.result(current_principal(), info.job_id)
-        if len(table.rows) > wire.ROWS_PER_CHUNK:
-            return None
-        return next(wire.result_to_chunks(table))
+    def _wait(
+        self, job_id: str, seconds: float, include_result: bool
+    ) -> tuple[jobs_pb2.Job, jobs_pb2.ResultChunk | None]:
+        """Long-poll; the whole released table as one chunk if wanted, ready and small enough."""
+        info, table = self.app.jobs.wait_for_result(
+            current_principal(), job_id, seconds, with_result=include_result
+        )
+        if table is None or len(table.rows) > wire.ROWS_PER_CHUNK:
+            return wire.job_to_pb(info), None
+        return wire.job_to_pb(info), next(wire.result_to_chunks(table))
 
     @rpc
     def SubmitJob(self, request: Any, context: Any) -> jobs_pb2.SubmitJobResponse:
         spec = wire.spec_from_pb(request.spec)
-        principal = current_principal()
-        info = self.app.submit(principal, spec, request.request_id)
+        info = self.app.submit(current_principal(), spec, request.request_id)
         wait = self._wait_seconds(request.wait_seconds, context)
-        if wait > 0 and not info.state.terminal:
-            info = self.app.jobs.wait(principal, info.job_id, wait)
-        return jobs_pb2.SubmitJobResponse(
-            job=wire.job_to_pb(info), result=self._inline(info, request.include_result)
-        )
+        if info.state.terminal or wait > 0 or request.include_result:
+            job, result = self._wait(info.job_id, wait, request.include_result)
+        else:
+            job, result = wire.job_to_pb(info), None
+        return jobs_pb2.SubmitJobResponse(job=job, result=result)
 
     @rpc
     def GetJob(self, request: Any, context: Any) -> jobs_pb2.Job:
@@ -104,10 +127,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
     @rpc
     def WaitJob(self, request: Any, context: Any) -> jobs_pb2.WaitJobResponse:
         timeout = self._wait_seconds(request.timeout_seconds, context)
-        info = self.app.jobs.wait(current_principal(), request.job_id, timeout)
-        return jobs_pb2.WaitJobResponse(
-            job=wire.job_to_pb(info), result=self._inline(info, request.include_result)
-        )
+        job, result = self._wait(request.job_id, timeout, request.include_result)
+        return jobs_pb2.WaitJobResponse(job=job, result=result)
 
     @rpc
     def CancelJob(self, request: Any, context: Any) -> jobs_pb2.Job:

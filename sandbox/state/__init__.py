@@ -7,6 +7,7 @@ from sandbox.state._jobs import Jobs
 from sandbox.state._ledger import Ledger, Shortfall
 from sandbox.state._principals import Principals, hash_token
 from sandbox.state._projects import Projects
+from sandbox.state._releases import ReleaseRegister
 
 __all__ = [
     "BudgetLimits",
@@ -19,6 +20,7 @@ __all__ = [
     "Principals",
     "PrivacyLedger",
     "Projects",
+    "ReleaseRegister",
     "Shortfall",
     "hash_token",
 ]

@@ -122,6 +122,21 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN data_version TEXT NOT NULL DEFAULT '';
     CREATE INDEX jobs_by_query ON jobs (spec_digest, state);
     """,
+    # 4: the release register of the differencing guard (true person counts: server-side only).
+    """
+    CREATE TABLE releases (
+        id INTEGER PRIMARY KEY,
+        dataset TEXT NOT NULL,
+        population TEXT NOT NULL,
+        project TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        data_version TEXT NOT NULL,
+        region TEXT NOT NULL,
+        persons INTEGER NOT NULL,
+        UNIQUE (dataset, data_version, region)
+    );
+    CREATE INDEX releases_by_dataset ON releases (dataset, id);
+    """,
 )
 
 

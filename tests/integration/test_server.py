@@ -26,12 +26,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sandbox import (
     AggFunc,
     Aggregate,
+    CellStatus,
     Client,
     Filter,
     FilterOp,
     JobCancelled,
     JobSpec,
     JobState,
+    Query,
     SandboxError,
     Unauthenticated,
 )
@@ -432,7 +434,7 @@ def test_long_polls_on_finished_jobs_leave_no_bookkeeping_behind(pums_world: Wor
     jobs = [ana.submit(COUNT) for _ in range(3)]
     for job in jobs:
         assert job.wait(30).state == JobState.SUCCEEDED
-    waiters = pums_world.server.app.jobs._finished
+    waiters = pums_world.server.app.jobs._waiting
     baseline = len(waiters)
     with grpc.insecure_channel(pums_world.target) as channel:
         stub = jobs_pb2_grpc.JobServiceStub(channel)
@@ -562,3 +564,16 @@ def test_concurrent_rpcs_beyond_the_limit_are_refused(world_factory: Callable[..
 
     wait_until(served, 10, "the server to take calls again")
     assert open_jobs(world) == 0
+
+
+def test_the_inline_result_equals_the_stored_release(pums_world: World) -> None:
+    # `run` gets the table the worker hands to its waiter in memory; a later fetch streams the
+    # stored blob. Both must be the one release, down to its digest (cells, floats, rules).
+    ana = pums_world.client("ana")
+    query = Query("pums").group_by("educ", "sex").count().sum("income").mean("income")
+    inline = ana.run(query, project="census-study", purpose="research")
+    stored = ana._result(inline.job_id)
+    assert stored.table == inline.table and stored.digest == inline.digest
+    assert inline.table.digest() == stored.table.digest()
+    statuses = {c.status for r in inline.table.rows for c in r.cells}
+    assert {CellStatus.RELEASED, CellStatus.SUPPRESSED} <= statuses

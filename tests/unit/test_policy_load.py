@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from sandbox._errors import PolicyInvalid
 from sandbox._model import AggFunc, ColumnRole, FilterOp
 from sandbox.policy import (
     DisclosureSettings,
+    DominanceRule,
     Limits,
     load_policies,
     load_policy,
@@ -142,7 +144,12 @@ def test_example_policies_load() -> None:
     assert residents.source == "residents.parquet"
     assert residents.person_key == "person_id"
     assert residents.population == "harbor-city-residents"
-    assert residents.disclosure == DisclosureSettings(min_persons_per_cell=10, rounding_base=5)
+    assert residents.disclosure == DisclosureSettings(
+        min_persons_per_cell=10,
+        rounding_base=5,
+        dominance=DominanceRule(2, Fraction(17, 20)),
+        p_percent=Fraction(1, 10),
+    )
     district = residents.column("district")
     assert district is not None and len(district.values) == 10
     assert {p.id for p in residents.purposes} == {

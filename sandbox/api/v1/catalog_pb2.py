@@ -23,27 +23,32 @@ _sym_db = _symbol_database.Default()
 
 
 from sandbox.api.v1 import common_pb2 as sandbox_dot_api_dot_v1_dot_common__pb2
+from sandbox.api.v1 import jobs_pb2 as sandbox_dot_api_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csandbox/api/v1/catalog.proto\x12\x0esandbox.api.v1\x1a\x1bsandbox/api/v1/common.proto\"\xce\x01\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0c\n\x04\x62ins\x18\x05 \x03(\x01\x12%\n\x06values\x18\x06 \x03(\x0b\x32\x15.sandbox.api.v1.Value\x12\x12\n\nhas_bounds\x18\x07 \x01(\x08\x12\x13\n\x0blower_bound\x18\x08 \x01(\x01\x12\x13\n\x0bupper_bound\x18\t \x01(\x01\x12\x12\n\naggregates\x18\n \x03(\t\"\xc7\x01\n\x07\x44\x61taset\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\nperson_key\x18\x04 \x01(\t\x12\x12\n\npopulation\x18\x05 \x01(\t\x12\x11\n\trow_count\x18\x06 \x01(\x03\x12\'\n\x07\x63olumns\x18\x07 \x03(\x0b\x32\x16.sandbox.api.v1.Column\x12\x10\n\x08purposes\x18\x08 \x03(\t\x12\x16\n\x0epolicy_version\x18\t \x01(\t\"\x15\n\x13ListDatasetsRequest\"A\n\x14ListDatasetsResponse\x12)\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x17.sandbox.api.v1.Dataset\")\n\x16\x44\x65scribeDatasetRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\")\n\x16RegisterDatasetRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t2\x93\x02\n\x0e\x43\x61talogService\x12Y\n\x0cListDatasets\x12#.sandbox.api.v1.ListDatasetsRequest\x1a$.sandbox.api.v1.ListDatasetsResponse\x12R\n\x0f\x44\x65scribeDataset\x12&.sandbox.api.v1.DescribeDatasetRequest\x1a\x17.sandbox.api.v1.Dataset\x12R\n\x0fRegisterDataset\x12&.sandbox.api.v1.RegisterDatasetRequest\x1a\x17.sandbox.api.v1.Datasetb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csandbox/api/v1/catalog.proto\x12\x0esandbox.api.v1\x1a\x1bsandbox/api/v1/common.proto\x1a\x19sandbox/api/v1/jobs.proto\"\xce\x01\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0c\n\x04\x62ins\x18\x05 \x03(\x01\x12%\n\x06values\x18\x06 \x03(\x0b\x32\x15.sandbox.api.v1.Value\x12\x12\n\nhas_bounds\x18\x07 \x01(\x08\x12\x13\n\x0blower_bound\x18\x08 \x01(\x01\x12\x13\n\x0bupper_bound\x18\t \x01(\x01\x12\x12\n\naggregates\x18\n \x03(\t\"\xc7\x01\n\x07\x44\x61taset\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\nperson_key\x18\x04 \x01(\t\x12\x12\n\npopulation\x18\x05 \x01(\t\x12\x11\n\trow_count\x18\x06 \x01(\x03\x12\'\n\x07\x63olumns\x18\x07 \x03(\x0b\x32\x16.sandbox.api.v1.Column\x12\x10\n\x08purposes\x18\x08 \x03(\t\x12\x16\n\x0epolicy_version\x18\t \x01(\t\"\x15\n\x13ListDatasetsRequest\"A\n\x14ListDatasetsResponse\x12)\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x17.sandbox.api.v1.Dataset\")\n\x16\x44\x65scribeDatasetRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\")\n\x16RegisterDatasetRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"\x93\x01\n\x0fMockRowsRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x03\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12$\n\x03job\x18\x04 \x01(\x0b\x32\x17.sandbox.api.v1.JobSpec\x12\x15\n\x08matching\x18\x05 \x01(\x01H\x01\x88\x01\x01\x42\x07\n\x05_seedB\x0b\n\t_matching\">\n\rMockRowsChunk\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\x0c\n\x04rows\x18\x03 \x01(\x03\x32\xe1\x02\n\x0e\x43\x61talogService\x12Y\n\x0cListDatasets\x12#.sandbox.api.v1.ListDatasetsRequest\x1a$.sandbox.api.v1.ListDatasetsResponse\x12R\n\x0f\x44\x65scribeDataset\x12&.sandbox.api.v1.DescribeDatasetRequest\x1a\x17.sandbox.api.v1.Dataset\x12R\n\x0fRegisterDataset\x12&.sandbox.api.v1.RegisterDatasetRequest\x1a\x17.sandbox.api.v1.Dataset\x12L\n\x08MockRows\x12\x1f.sandbox.api.v1.MockRowsRequest\x1a\x1d.sandbox.api.v1.MockRowsChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sandbox.api.v1.catalog_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COLUMN']._serialized_start=78
-  _globals['_COLUMN']._serialized_end=284
-  _globals['_DATASET']._serialized_start=287
-  _globals['_DATASET']._serialized_end=486
-  _globals['_LISTDATASETSREQUEST']._serialized_start=488
-  _globals['_LISTDATASETSREQUEST']._serialized_end=509
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=511
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=576
-  _globals['_DESCRIBEDATASETREQUEST']._serialized_start=578
-  _globals['_DESCRIBEDATASETREQUEST']._serialized_end=619
-  _globals['_REGISTERDATASETREQUEST']._serialized_start=621
-  _globals['_REGISTERDATASETREQUEST']._serialized_end=662
-  _globals['_CATALOGSERVICE']._serialized_start=665
-  _globals['_CATALOGSERVICE']._serialized_end=940
+  _globals['_COLUMN']._serialized_start=105
+  _globals['_COLUMN']._serialized_end=311
+  _globals['_DATASET']._serialized_start=314
+  _globals['_DATASET']._serialized_end=513
+  _globals['_LISTDATASETSREQUEST']._serialized_start=515
+  _globals['_LISTDATASETSREQUEST']._serialized_end=536
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=538
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=603
+  _globals['_DESCRIBEDATASETREQUEST']._serialized_start=605
+  _globals['_DESCRIBEDATASETREQUEST']._serialized_end=646
+  _globals['_REGISTERDATASETREQUEST']._serialized_start=648
+  _globals['_REGISTERDATASETREQUEST']._serialized_end=689
+  _globals['_MOCKROWSREQUEST']._serialized_start=692
+  _globals['_MOCKROWSREQUEST']._serialized_end=839
+  _globals['_MOCKROWSCHUNK']._serialized_start=841
+  _globals['_MOCKROWSCHUNK']._serialized_end=903
+  _globals['_CATALOGSERVICE']._serialized_start=906
+  _globals['_CATALOGSERVICE']._serialized_end=1259
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from sandbox.api.v1 import common_pb2 as _common_pb2
+from sandbox.api.v1 import jobs_pb2 as _jobs_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -74,3 +75,27 @@ class RegisterDatasetRequest(_message.Message):
     DATASET_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     def __init__(self, dataset: _Optional[str] = ...) -> None: ...
+
+class MockRowsRequest(_message.Message):
+    __slots__ = ("dataset", "n", "seed", "job", "matching")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    MATCHING_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    n: int
+    seed: int
+    job: _jobs_pb2.JobSpec
+    matching: float
+    def __init__(self, dataset: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., job: _Optional[_Union[_jobs_pb2.JobSpec, _Mapping]] = ..., matching: _Optional[float] = ...) -> None: ...
+
+class MockRowsChunk(_message.Message):
+    __slots__ = ("arrow_ipc", "seed", "rows")
+    ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    arrow_ipc: bytes
+    seed: int
+    rows: int
+    def __init__(self, arrow_ipc: _Optional[bytes] = ..., seed: _Optional[int] = ..., rows: _Optional[int] = ...) -> None: ...

@@ -49,6 +49,11 @@ class CatalogServiceStub:
                 request_serializer=sandbox_dot_api_dot_v1_dot_catalog__pb2.RegisterDatasetRequest.SerializeToString,
                 response_deserializer=sandbox_dot_api_dot_v1_dot_catalog__pb2.Dataset.FromString,
                 _registered_method=True)
+        self.MockRows = channel.unary_stream(
+                '/sandbox.api.v1.CatalogService/MockRows',
+                request_serializer=sandbox_dot_api_dot_v1_dot_catalog__pb2.MockRowsRequest.SerializeToString,
+                response_deserializer=sandbox_dot_api_dot_v1_dot_catalog__pb2.MockRowsChunk.FromString,
+                _registered_method=True)
 
 
 class CatalogServiceServicer:
@@ -74,6 +79,15 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MockRows(self, request, context):
+        """Synthetic rows generated from the dataset's schema and policy only (never from its data),
+        optionally satisfying a job's filters. Streamed as Arrow IPC chunks; the first carries the
+        seed used. A dataset the caller may not see is NOT_FOUND, exactly like an unknown one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +105,11 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.RegisterDataset,
                     request_deserializer=sandbox_dot_api_dot_v1_dot_catalog__pb2.RegisterDatasetRequest.FromString,
                     response_serializer=sandbox_dot_api_dot_v1_dot_catalog__pb2.Dataset.SerializeToString,
+            ),
+            'MockRows': grpc.unary_stream_rpc_method_handler(
+                    servicer.MockRows,
+                    request_deserializer=sandbox_dot_api_dot_v1_dot_catalog__pb2.MockRowsRequest.FromString,
+                    response_serializer=sandbox_dot_api_dot_v1_dot_catalog__pb2.MockRowsChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -174,6 +193,33 @@ class CatalogService:
             '/sandbox.api.v1.CatalogService/RegisterDataset',
             sandbox_dot_api_dot_v1_dot_catalog__pb2.RegisterDatasetRequest.SerializeToString,
             sandbox_dot_api_dot_v1_dot_catalog__pb2.Dataset.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MockRows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sandbox.api.v1.CatalogService/MockRows',
+            sandbox_dot_api_dot_v1_dot_catalog__pb2.MockRowsRequest.SerializeToString,
+            sandbox_dot_api_dot_v1_dot_catalog__pb2.MockRowsChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,142 @@
+"""The differencing guard's regions, containment and offending-cell rule (pure functions)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox._model import AggFunc, Aggregate, Filter, FilterOp, JobSpec
+from sandbox.disclosure import ReleasedCell, job_regions, offending, released_cell
+from sandbox.disclosure._differencing import (
+    Missing,
+    Range,
+    ValueSet,
+    contains,
+    equal,
+    region_from_json,
+    region_json,
+)
+from sandbox.policy import Policy, load_policy
+from tests.conftest import pums_policy
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory: pytest.TempPathFactory) -> Policy:
+    path = tmp_path_factory.mktemp("policy") / "pums.yaml"
+    path.write_text(pums_policy("pums", "pums.csv", age_bins=True))
+    return load_policy(path)
+
+
+def _spec(*filters: Filter, group_by: tuple[str, ...] = ()) -> JobSpec:
+    return JobSpec(
+        dataset="pums",
+        project="p",
+        purpose="research",
+        filters=filters,
+        group_by=group_by,
+        aggregates=(Aggregate(AggFunc.COUNT),),
+    )
+
+
+def test_value_sets_nest_by_subset() -> None:
+    small = {"educ": ValueSet(frozenset({1}))}
+    big = {"educ": ValueSet(frozenset({1, 2}))}
+    assert contains(big, small) and not contains(small, big)
+    assert not equal(big, small) and equal(small, dict(small))
+
+
+def test_an_unconstrained_region_contains_every_constrained_one() -> None:
+    everyone: dict[str, ValueSet] = {}
+    some = {"sex": ValueSet(frozenset({0}))}
+    assert contains(everyone, some) and not contains(some, everyone)
+
+
+def test_range_ends_and_inclusivity() -> None:
+    ge60 = Range(lo=60)
+    gt60 = Range(lo=60, lo_inclusive=False)
+    b60_90 = Range(lo=60, hi=90)
+    assert contains({"age": ge60}, {"age": gt60})
+    assert not contains({"age": gt60}, {"age": ge60})
+    assert contains({"age": ge60}, {"age": b60_90})
+    assert not contains({"age": b60_90}, {"age": ge60})  # unbounded above is not inside
+
+
+def test_exclusions_must_be_kept_by_the_inner_range() -> None:
+    outer = {"age": Range(lo=60, excluded=frozenset({70}))}
+    assert not contains(outer, {"age": Range(lo=60)})  # inner holds 70, outer does not
+    assert contains(outer, {"age": Range(lo=60, excluded=frozenset({70, 80}))})
+    assert contains(outer, {"age": Range(lo=71)})  # 70 lies outside the inner range anyway
+
+
+def test_value_set_inside_a_range_and_not_the_other_way() -> None:
+    assert contains({"age": Range(lo=60, hi=70)}, {"age": ValueSet(frozenset({60, 65}))})
+    assert not contains({"age": Range(lo=60, hi=70)}, {"age": ValueSet(frozenset({59, 65}))})
+    # Deciding a range inside a finite set is not attempted: conservative "no".
+    assert not contains({"age": ValueSet(frozenset({60, 61}))}, {"age": Range(lo=60, hi=61)})
+
+
+def test_missing_keys_and_incomparable_types() -> None:
+    assert contains({"educ": Missing()}, {"educ": Missing()})
+    assert not contains({"educ": ValueSet(frozenset({1}))}, {"educ": Missing()})
+    assert not contains({"educ": Range(lo=1)}, {"educ": ValueSet(frozenset({"x"}))})
+
+
+def test_regions_of_a_job_intersect_filters_with_each_rows_keys(policy: Policy) -> None:
+    spec = _spec(
+        Filter("age", FilterOp.GE, (40,)),
+        Filter("educ", FilterOp.NE, (9,)),
+        group_by=("age", "sex"),
+    )
+    regions = job_regions(spec, policy, [("[35, 50)", 0), ("[65, 101)", 1), (None, 0)])
+    assert regions[0] == {
+        "age": Range(lo=40, hi=50, hi_inclusive=False),
+        "educ": Range(excluded=frozenset({9})),
+        "sex": ValueSet(frozenset({0})),
+    }
+    assert regions[1]["age"] == Range(lo=65, hi=101, hi_inclusive=False)
+    assert regions[2]["age"] == Missing()
+
+
+def test_region_text_round_trips_and_is_canonical() -> None:
+    region = {
+        "sex": ValueSet(frozenset({1, 0})),
+        "age": Range(lo=18, hi=64, excluded=frozenset({30, 20})),
+        "educ": Missing(),
+    }
+    text = region_json(region)
+    assert region_from_json(text) == region
+    assert text == region_json(dict(reversed(list(region.items()))))
+    assert released_cell(text, 12, "v1") == ReleasedCell(region, 12, "v1")
+
+
+def _cell(region: dict[str, object], persons: int, version: str = "v1") -> ReleasedCell:
+    return ReleasedCell(region, persons, version)  # type: ignore[arg-type]
+
+
+def test_nested_cells_differing_by_fewer_than_k_persons_offend() -> None:
+    big = {"age": Range(lo=60)}
+    small = {"age": Range(lo=60), "educ": Range(excluded=frozenset({2}))}
+    prior = [_cell(big, 209)]
+    for persons, bad in ((207, True), (208, True), (209, False), (199, False), (190, False)):
+        got = offending([(small, persons)], prior, data_version="v1", min_persons=10)
+        assert (got == {0}) is bad, persons
+    # The same in the other order: the smaller cell released first.
+    got = offending([(big, 209)], [_cell(small, 207)], data_version="v1", min_persons=10)
+    assert got == {0}
+
+
+def test_overlapping_but_not_nested_cells_are_not_compared() -> None:
+    a = {"age": Range(lo=60)}
+    b = {"sex": ValueSet(frozenset({1}))}
+    assert offending([(b, 205)], [_cell(a, 209)], data_version="v1", min_persons=10) == set()
+
+
+def test_the_same_region_again_is_fine_unless_the_data_changed_by_under_k() -> None:
+    a = {"sex": ValueSet(frozenset({1}))}
+    prior = [_cell(a, 514, "v1")]
+    assert offending([(a, 514)], prior, data_version="v1", min_persons=10) == set()
+    assert offending([(a, 515)], prior, data_version="v2", min_persons=10) == {0}
+    assert offending([(a, 514)], prior, data_version="v2", min_persons=10) == set()
+    assert offending([(a, 530)], prior, data_version="v2", min_persons=10) == set()
+    # Nested regions from different versions cannot be subtracted exactly: not compared.
+    nested = {"sex": ValueSet(frozenset({1})), "age": Range(lo=18)}
+    assert offending([(nested, 513)], prior, data_version="v2", min_persons=10) == set()
