@@ -37,7 +37,7 @@ RAW = (
     "FROM read_parquet(?) GROUP BY district"
 )
 SMALL = "SELECT sex, COUNT(*) AS n FROM {ds} WHERE age >= 18 GROUP BY sex"
-THREADS = 2
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 
 
 def dataset_id(size: int) -> str:
@@ -107,6 +107,31 @@ def start_server(work: Path) -> tuple[subprocess.Popen[bytes], str, dict[str, st
     return proc, target, tokens
 
 
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server started by ``start_server`` and wait for its graceful shutdown."""
+    proc.terminate()
+    proc.wait(30)
+
+
+def create_bench_project(
+    target: str, steward_token: str, datasets: list[str], purpose: str
+) -> None:
+    """As the steward: register ``datasets`` and grant them to project "bench" (member ana)."""
+    with Client(target, token=steward_token, timeout=600) as steward:
+        for ds in datasets:
+            steward.register_dataset(ds)
+        steward.create_project(
+            Project(
+                "bench",
+                "benchmark",
+                ("ana",),
+                tuple((ds, purpose) for ds in datasets),
+                dt.date.today() + dt.timedelta(days=1),
+                QuotaLimits(),
+            )
+        )
+
+
 def timed(fn: object) -> float:
     start = time.perf_counter()
     fn()  # type: ignore[operator]
@@ -143,20 +168,35 @@ def cpu_seconds(pid: int) -> float:
 
 
 def bench_throughput(
-    target: str, token: str, size: int, clients: int, jobs: int, server_pid: int
+    target: str,
+    token: str,
+    size: int,
+    clients: int,
+    jobs: int,
+    server_pid: int,
+    rate: float = 0.0,
 ) -> dict[str, float]:
+    """Closed loop (each client sends its next job when the last returns), or, with ``rate``
+    jobs/s, open loop: each client sends on a fixed schedule (total ``rate``), and a job's
+    latency counts from its scheduled time, so queueing behind a slow server is not hidden."""
     sql = SMALL.format(ds=dataset_id(size))
     latencies: list[float] = []
     lock = threading.Lock()
     per_client = jobs // clients
     errors: list[BaseException] = []
+    interval = clients / rate if rate else 0.0
+    begin = threading.Barrier(clients + 1)
 
-    def worker() -> None:
+    def worker(offset: float) -> None:
         with Client(target, token=token) as c:
             c.sql(sql, project="bench", purpose="public-health-research")  # warm channel
             mine = []
-            for _ in range(per_client):
-                t = time.perf_counter()
+            begin.wait()
+            zero = time.perf_counter() + offset
+            for i in range(per_client):
+                t = zero + i * interval if rate else time.perf_counter()
+                if rate:
+                    time.sleep(max(0.0, t - time.perf_counter()))
                 try:
                     c.sql(sql, project="bench", purpose="public-health-research")
                 except BaseException as exc:  # report, don't hide
@@ -166,12 +206,15 @@ def bench_throughput(
             with lock:
                 latencies.extend(mine)
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    threads = [
+        threading.Thread(target=worker, args=(i * interval / clients,)) for i in range(clients)
+    ]
+    for t in threads:
+        t.start()
+    begin.wait()
     server_cpu = cpu_seconds(server_pid)
     client_cpu = time.process_time()
     start = time.perf_counter()
-    for t in threads:
-        t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
@@ -197,28 +240,17 @@ def main() -> None:
     parser.add_argument("--small-size", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--small-jobs", type=int, default=3200)
+    parser.add_argument(
+        "--rate", type=float, default=300.0, help="open-loop run at this many jobs/s (0: skip)"
+    )
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out")
     args = parser.parse_args()
     work = args.workdir.resolve()
     prepare(work, args.sizes, args.small_size)
     proc, target, tokens = start_server(work)
     try:
-        with Client(target, token=tokens["steward"], timeout=600) as steward:
-            for size in sorted({*args.sizes, args.small_size}):
-                steward.register_dataset(dataset_id(size))
-            grants = tuple(
-                (dataset_id(s), "public-health-research") for s in {*args.sizes, args.small_size}
-            )
-            steward.create_project(
-                Project(
-                    "bench",
-                    "benchmark",
-                    ("ana",),
-                    grants,
-                    dt.date.today() + dt.timedelta(days=1),
-                    QuotaLimits(),
-                )
-            )
+        datasets = [dataset_id(size) for size in sorted({*args.sizes, args.small_size})]
+        create_bench_project(target, tokens["steward"], datasets, "public-health-research")
         print(f"\n{os.cpu_count()} cores; engine threads {THREADS}; median of {args.runs} runs")
         print("group-by aggregate (district: count, mean income), end to end vs raw DuckDB")
         print(f"{'residents':>12} {'sandbox ms':>11} {'duckdb ms':>10} {'ratio':>6}")
@@ -242,9 +274,23 @@ def main() -> None:
             f"CPU per job: server {t['server_cpu_ms']:.2f} ms, "
             f"benchmark clients {t['client_cpu_ms']:.2f} ms"
         )
+        if args.rate:
+            t = bench_throughput(
+                target,
+                tokens["ana"],
+                args.small_size,
+                args.clients,
+                args.small_jobs,
+                proc.pid,
+                rate=args.rate,
+            )
+            print(
+                f"open loop, {args.clients} clients sending {args.rate:.0f} jobs/s in all: "
+                f"{t['jobs']:.0f} jobs, {t['jobs_per_s']:.0f} jobs/s, p50 {t['p50_ms']:.1f} ms, "
+                f"p99 {t['p99_ms']:.1f} ms (from each job's scheduled send time)"
+            )
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_server(proc)
 
 
 if __name__ == "__main__":

@@ -28,10 +28,12 @@ from sandbox._errors import (
     Unavailable,
 )
 from sandbox._model import (
+    TOTAL,
     AggFunc,
     Aggregate,
     CellStatus,
     DatasetInfo,
+    Estimate,
     Filter,
     FilterOp,
     JobInfo,
@@ -48,6 +50,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "TLS",
+    "TOTAL",
     "AggFunc",
     "Aggregate",
     "AlreadyExists",
@@ -59,6 +62,7 @@ __all__ = [
     "DatasetChanged",
     "DatasetInfo",
     "DisclosureControl",
+    "Estimate",
     "Filter",
     "FilterOp",
     "InvalidArgument",

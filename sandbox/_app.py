@@ -8,12 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from sandbox._config import ServerConfig
-from sandbox._errors import NotFound, PermissionDenied, PolicyInvalid
+from sandbox._errors import NotFound, PermissionDenied, PolicyInvalid, SandboxError
 from sandbox._model import AuditRecord as AuditRecord
 from sandbox._model import (
     ColumnInfo,
     ColumnRole,
     DatasetInfo,
+    Estimate,
     JobInfo,
     JobSpec,
     Principal,
@@ -27,10 +28,13 @@ from sandbox._model import (
 from sandbox._pipeline import JobPipeline, Today, _utc_today
 from sandbox.audit import AuditLog
 from sandbox.engine import Engine
+from sandbox.mock import mock_rows
 from sandbox.policy import Policy, load_policy
 from sandbox.state import Catalogue, Database, DatasetRecord, Ledger, Principals, Projects
 
 STEWARDS = frozenset({Role.STEWARD, Role.ADMIN})
+PREVIEW_MOCK_ROWS = 10_000
+"""Mock rows a preview runs on (fewer if the dataset is smaller)."""
 AUDITORS = frozenset({Role.COMPLIANCE, Role.ADMIN})
 
 
@@ -238,6 +242,60 @@ class Sandbox:
 
     def result(self, principal: Principal, job_id: str) -> ResultTable:
         return self.jobs.result(principal, job_id)
+
+    def estimate(self, principal: Principal, spec: JobSpec) -> Estimate:
+        """Preview a job without reading its data (logged as ``job.previewed``).
+
+        A dataset the caller may not see is not found, exactly as for a submit; every other
+        refusal becomes a reason in the estimate.
+        """
+        try:
+            vetted = self.jobs.vet(principal, spec)
+        except (NotFound, PermissionDenied):
+            raise
+        except SandboxError as exc:
+            estimate = Estimate(False, exc.rule_ids or (exc.reason,), (exc.message,))
+        else:
+            short = self.jobs.shortfalls(vetted)
+            terms = vetted.terms
+            info = self._info(vetted.record, vetted.policy)
+            n = min(vetted.record.row_count, PREVIEW_MOCK_ROWS)
+            # Half the mock rows match the filters, so both sides of the query set exist.
+            share = 0.5 if vetted.spec.filters else 1.0
+            mock = mock_rows(
+                info, n, seed=0, job=vetted.spec, matching=share, limit=PREVIEW_MOCK_ROWS
+            )
+            try:
+                predicted: ResultTable | None = self.jobs.predict(
+                    vetted, mock, self.config.state_dir
+                )
+            except SandboxError:  # e.g. the filters leave too few mock persons: no pattern
+                predicted = None
+            estimate = Estimate(
+                allowed=not short,
+                rule_ids=tuple(s.rule_id for s in short),
+                reasons=tuple(s.message for s in short),
+                jobs=1,
+                rows=vetted.record.row_count,
+                epsilon=str(terms.epsilon) if terms else "0",
+                delta=str(terms.delta) if terms else "0",
+                spec_digest=vetted.spec.digest(),
+                predicted=predicted,
+                mock_rows=n,
+            )
+        with self.db.write() as conn:
+            self.audit.append(
+                conn,
+                "job.previewed",
+                actor=principal.name,
+                role=str(principal.role),
+                dataset=spec.dataset,
+                project=spec.project,
+                purpose=spec.purpose,
+                decision="allow" if estimate.allowed else "deny",
+                rule_ids=list(estimate.rule_ids),
+            )
+        return estimate
 
     # ---- audit -------------------------------------------------------------------------
     def audit_entries(

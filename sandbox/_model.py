@@ -64,6 +64,26 @@ class AggFunc(enum.StrEnum):
     """Count of distinct persons (the dataset's person key)."""
     SUM = "sum"
     MEAN = "mean"
+    VARIANCE = "variance"
+    """Sample variance of the clamped measure."""
+    STDDEV = "stddev"
+    """Sample standard deviation of the clamped measure."""
+
+
+class Margin(enum.Enum):
+    """A group key standing for "all values of this column" (a crosstab margin or total)."""
+
+    TOTAL = "total"
+
+    def __repr__(self) -> str:
+        return "TOTAL"
+
+
+TOTAL = Margin.TOTAL
+"""The margin key: a row whose key is ``TOTAL`` in a column sums over that column."""
+
+Key = Scalar | None | Margin
+"""A released group key: a value, null (missing or outside every bin) or ``TOTAL``."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +120,8 @@ class JobSpec:
     aggregates: tuple[Aggregate, ...]
     group_by: tuple[str, ...] = ()
     filters: tuple[Filter, ...] = ()
+    margins: bool = False
+    """Add margin rows: every combination with some group-by columns set to ``TOTAL``."""
 
     def canonical(self) -> dict[str, Any]:
         """A JSON-able canonical form (filters sorted) used for digests and logs."""
@@ -115,6 +137,7 @@ class JobSpec:
             "project": self.project,
             "purpose": self.purpose,
             "group_by": list(self.group_by),
+            **({"margins": True} if self.margins else {}),
             "aggregates": [
                 {"function": str(a.function), "column": a.column, "alias": a.alias}
                 for a in self.aggregates
@@ -183,7 +206,8 @@ class CellStatus(enum.StrEnum):
     ROUNDED = "rounded"
     SUPPRESSED = "suppressed"
     NOISED = "noised"
-    """Differential privacy noise was added (see ``Cell.ci`` and ``ResultTable.privacy``)."""
+    """Noise was added: differential privacy (rule ``disclosure.dp``) or the cell-key method's
+    perturbation (``disclosure.cell_key``); see ``Cell.ci`` and ``ResultTable.privacy``."""
 
 
 @dataclass(frozen=True)
@@ -198,7 +222,7 @@ class Cell:
 
 @dataclass(frozen=True)
 class ResultRow:
-    keys: tuple[Scalar | None, ...]
+    keys: tuple[Key, ...]
     cells: tuple[Cell, ...]
 
 
@@ -212,7 +236,9 @@ class ResultTable:
     settings: dict[str, int] = field(default_factory=dict)
     """Disclosure settings applied (threshold, rounding base)."""
     privacy: dict[str, str] = field(default_factory=dict)
-    """DP terms of a noised result: mechanism, epsilon and delta spent (exact), confidence."""
+    """Terms of a noised result: the mechanism, and epsilon and delta spent (exact) and the
+    confidence of ``Cell.ci`` (DP), or the p-table's largest perturbation and variance
+    (cell key; ``Cell.ci`` is then a sure bound)."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able form (the inverse of ``from_json``)."""
@@ -221,7 +247,7 @@ class ResultTable:
             "value_columns": list(self.value_columns),
             "rows": [
                 {
-                    "keys": list(r.keys),
+                    "keys": [_key_json(k) for k in r.keys],
                     "cells": [
                         {"value": c.value, "status": c.status.value, "rule": c.rule, "ci": c.ci}
                         for c in r.cells
@@ -240,7 +266,7 @@ class ResultTable:
             value_columns=tuple(data["value_columns"]),
             rows=tuple(
                 ResultRow(
-                    keys=tuple(r["keys"]),
+                    keys=tuple(TOTAL if isinstance(k, dict) else k for k in r["keys"]),
                     cells=tuple(
                         Cell(c["value"], CellStatus(c["status"]), c["rule"], c.get("ci"))
                         for c in r["cells"]
@@ -257,6 +283,32 @@ class ResultTable:
 
     def digest(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How a job would fare and what it would cost, worked out without reading its data."""
+
+    allowed: bool
+    """Whether it would be accepted now (policy, canonical form, quota and budget)."""
+    rule_ids: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    """Why not, when not allowed; one message per refusal."""
+    jobs: int = 0
+    rows: int = 0
+    """Quota it would be charged: one job and the rows it scans."""
+    epsilon: str = "0"
+    delta: str = "0"
+    """Privacy budget it would spend, as exact fractions ("1/10")."""
+    spec_digest: str = ""
+    """Digest of the canonical spec: a job with this digest is the same query."""
+    predicted: ResultTable | None = None
+    """Cell statuses and rules when run on mock rows, values removed: a likely pattern only."""
+    mock_rows: int = 0
+
+
+def _key_json(k: Key) -> Any:
+    return {"margin": "total"} if k is TOTAL else k
 
 
 class ColumnRole(enum.StrEnum):

@@ -13,11 +13,16 @@ import hashlib
 import json
 import secrets
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from sandbox._errors import (
     BudgetExhausted,
@@ -48,14 +53,18 @@ from sandbox.audit import AuditLog
 from sandbox.disclosure import (
     NoiseTerms,
     Settings,
+    cell_key_table,
+    check_cell_key_job,
     check_query_set,
     differencing_guard,
     noise_terms,
+    perturb_counts,
     protect,
     protect_noised,
+    record_key_secret,
     released_cell,
 )
-from sandbox.engine import Engine, Plan, file_fingerprint, plan
+from sandbox.engine import Engine, Plan, RawTable, file_fingerprint, plan
 from sandbox.policy import Policy, canonicalize, decide
 from sandbox.state import (
     BudgetLimits,
@@ -67,6 +76,7 @@ from sandbox.state import (
     PrivacyLedger,
     Projects,
     ReleaseRegister,
+    Shortfall,
 )
 
 Today = Callable[[], dt.date]
@@ -132,30 +142,16 @@ class JobPipeline:
         if existing is not None:
             return self._replay(existing, spec)
         job_id = secrets.token_hex(16)
-        base = self._entry_fields(principal, spec, job_id)
         try:
-            if principal.role != Role.RESEARCHER:
-                raise PermissionDenied("only researchers submit jobs", rule_ids=("principal.role",))
-            _check_shape(spec)
-            record = self.visible_dataset(principal, spec.dataset)
-            policy = self._policies[spec.dataset]
-            project = self._projects.get(spec.project)
-            decision = decide(policy, spec, principal, project, self._today())
-            if not decision.allowed:
-                raise PolicyDenied(
-                    "; ".join(r.message for r in decision.reasons), rule_ids=decision.rule_ids
-                )
-            # Rewrites of one query become one spec: what runs, is logged and is replayed.
-            spec = canonicalize(spec, policy, column_types=record.column_types)
-            base = self._entry_fields(principal, spec, job_id)
-            job_plan = plan(spec, record, policy)
-            _ensure_unchanged(record)
-            terms = _noise_terms(spec, policy, record)
-            assert project is not None
+            vetted = self.vet(principal, spec)
         except SandboxError as exc:
+            base = self._entry_fields(principal, spec, job_id)
             with self._db.write() as conn:
                 self._record_refusal(conn, principal, spec, job_id, request_id, exc, base, "")
             raise
+        spec, record, policy, project = vetted.spec, vetted.record, vetted.policy, vetted.project
+        job_plan, terms = vetted.plan, vetted.terms
+        base = self._entry_fields(principal, spec, job_id)
         admission = _Admission(principal, spec, job_id, request_id, base, record, policy, terms)
         with self._db.write() as conn:
             existing = self._jobs.by_request(principal.name, request_id)
@@ -174,6 +170,74 @@ class JobPipeline:
         if not replayed:
             self._executor.submit(self._execute, info, job_plan, record, policy, terms)
         return info
+
+    def vet(self, principal: Principal, spec: JobSpec) -> Vetted:
+        """Every check a job passes before it is accepted; reads no data, writes nothing."""
+        if principal.role != Role.RESEARCHER:
+            raise PermissionDenied("only researchers submit jobs", rule_ids=("principal.role",))
+        _check_shape(spec)
+        record = self.visible_dataset(principal, spec.dataset)
+        policy = self._policies[spec.dataset]
+        project = self._projects.get(spec.project)
+        decision = decide(policy, spec, principal, project, self._today())
+        if not decision.allowed:
+            raise PolicyDenied(
+                "; ".join(r.message for r in decision.reasons), rule_ids=decision.rule_ids
+            )
+        # Rewrites of one query become one spec: what runs, is logged and is replayed.
+        spec = canonicalize(spec, policy, column_types=record.column_types)
+        job_plan = plan(spec, record, policy)
+        _ensure_unchanged(record)
+        terms = _noise_terms(spec, policy, record)
+        assert project is not None
+        return Vetted(spec, record, policy, project, job_plan, terms)
+
+    def predict(self, vetted: Vetted, mock: pa.Table, workdir: Path) -> ResultTable:
+        """The job's disclosure pattern on mock rows: statuses and rules, values removed.
+
+        The mock table stands in for the dataset (one row per person); the real file is
+        never opened. Noise and rules run as for a real job, so the pattern is realistic.
+        """
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+            path = Path(tmp) / "mock.parquet"
+            pq.write_table(mock, path)
+            record = replace(
+                vetted.record,
+                source=str(path),
+                file_format="parquet",
+                row_count=mock.num_rows,
+                persons=mock.num_rows,
+                persons_unique=True,
+                measure_ranges={},
+            )
+            job_plan = plan(vetted.spec, record, vetted.policy)
+            pads = _record_key_pads(self._db, vetted.policy)
+            raw = self._engine.run(f"preview-{secrets.token_hex(8)}", job_plan, pads)
+        table = disclose(raw, vetted.spec, job_plan, record, vetted.policy, vetted.terms)
+        rows = tuple(
+            replace(r, cells=tuple(replace(c, value=None, ci=None) for c in r.cells))
+            for r in table.rows
+        )
+        return replace(table, rows=rows)
+
+    def shortfalls(self, vetted: Vetted) -> list[Shortfall]:
+        """The quota and budget limits the job would exceed now (read only)."""
+        conn, today = self._db.conn, self._today()
+        project = vetted.project
+        out = self._ledger.shortfalls(
+            conn, project.id, project.quota, vetted.record.row_count, today
+        )
+        if vetted.terms is not None:
+            out += self._budget.shortfalls(
+                conn,
+                vetted.policy.population,
+                project.id,
+                vetted.terms.epsilon,
+                vetted.terms.delta,
+                _budget_limits(vetted.policy),
+                today,
+            )
+        return out
 
     def _admit(
         self, conn: sqlite3.Connection, a: _Admission, project: Project
@@ -359,25 +423,9 @@ class JobPipeline:
             with self._db.write() as conn:
                 if not self._jobs.start(conn, job_id):
                     return  # cancelled while queued
-            raw = self._engine.run(job_id, job_plan)
+            raw = self._engine.run(job_id, job_plan, _record_key_pads(self._db, policy))
             _ensure_unchanged(record)  # what was read is what was registered
-            if terms is not None:
-                table = protect_noised(raw, info.spec, job_plan.key_spaces, terms)
-            else:
-                check_query_set(raw, record.persons, policy.disclosure.min_persons_per_cell)
-                table = protect(
-                    raw,
-                    info.spec,
-                    job_plan.key_spaces,
-                    Settings(
-                        min_persons=policy.disclosure.min_persons_per_cell,
-                        rounding_base=policy.disclosure.rounding_base,
-                        max_groups=policy.limits.max_groups,
-                        zeros_disclosive=policy.disclosure.zeros_disclosive,
-                        dominance=policy.disclosure.dominance,
-                        p_percent=policy.disclosure.p_percent,
-                    ),
-                )
+            table = disclose(raw, info.spec, job_plan, record, policy, terms)
             persons = None if terms is not None else {c.keys: c.persons for c in raw.cells}
             released = self._release(info, table, record, policy, persons)
         except (DisclosureControl, PolicyDenied) as exc:
@@ -615,6 +663,36 @@ class JobPipeline:
         self._executor.shutdown(wait=wait)
 
 
+def disclose(
+    raw: RawTable,
+    spec: JobSpec,
+    job_plan: Plan,
+    record: DatasetRecord,
+    policy: Policy,
+    terms: NoiseTerms | None,
+) -> ResultTable:
+    """Disclosure control of one computed table: DP noise, or rules (plus cell-key noise)."""
+    if terms is not None:
+        return protect_noised(raw, spec, job_plan.key_spaces, terms)
+    check_query_set(raw, record.persons, policy.disclosure.min_persons_per_cell)
+    table = protect(
+        raw,
+        spec,
+        job_plan.key_spaces,
+        Settings(
+            min_persons=policy.disclosure.min_persons_per_cell,
+            rounding_base=policy.disclosure.rounding_base,
+            max_groups=policy.limits.max_groups,
+            zeros_disclosive=policy.disclosure.zeros_disclosive,
+            dominance=policy.disclosure.dominance,
+            p_percent=policy.disclosure.p_percent,
+        ),
+    )
+    if policy.disclosure.noise.cell_key:  # after suppression, on true counts
+        table = perturb_counts(table, raw, spec, cell_key_table(policy))
+    return table
+
+
 def _check_shape(spec: JobSpec) -> None:
     if not spec.dataset or not spec.project or not spec.purpose:
         raise InvalidJobSpec("a job needs a dataset, a project and a purpose")
@@ -623,6 +701,20 @@ def _check_shape(spec: JobSpec) -> None:
     names = [a.name for a in spec.aggregates]
     if len(set(names)) != len(names) or set(names) & set(spec.group_by):
         raise InvalidJobSpec("output column names must be unique (set an alias)")
+    if spec.margins and not spec.group_by:
+        raise InvalidJobSpec("margins need at least one group-by column")
+
+
+@dataclass(frozen=True)
+class Vetted:
+    """A job that passed every check before acceptance: its canonical spec and plan."""
+
+    spec: JobSpec
+    record: DatasetRecord
+    policy: Policy
+    project: Project
+    plan: Plan
+    terms: NoiseTerms | None
 
 
 @dataclass
@@ -648,9 +740,18 @@ class _Admission:
 
 
 def _noise_terms(spec: JobSpec, policy: Policy, record: DatasetRecord) -> NoiseTerms | None:
+    if policy.disclosure.noise.cell_key:
+        check_cell_key_job(spec)
     if not policy.disclosure.noise.enabled:
         return None
     return noise_terms(spec, policy, record.persons_unique)
+
+
+def _record_key_pads(db: Database, policy: Policy) -> tuple[bytes, bytes] | None:
+    """A cell-key dataset's record-key pads (the secret lives beside the state store)."""
+    if not policy.disclosure.noise.cell_key:
+        return None
+    return record_key_secret(db.path.parent).pads()
 
 
 def _budget_limits(policy: Policy) -> BudgetLimits:

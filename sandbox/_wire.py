@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 
 from sandbox._errors import InvalidArgument, InvalidJobSpec, SandboxError
+from sandbox._model import TOTAL as TOTAL_KEY
 from sandbox._model import (
     AggFunc,
     Aggregate,
@@ -20,11 +21,13 @@ from sandbox._model import (
     ColumnInfo,
     ColumnRole,
     DatasetInfo,
+    Estimate,
     Filter,
     FilterOp,
     JobInfo,
     JobSpec,
     JobState,
+    Key,
     Project,
     QuotaLimits,
     QuotaUsage,
@@ -51,6 +54,8 @@ _FUNCS = {
     AggFunc.COUNT_DISTINCT: jobs_pb2.AGGREGATE_FUNCTION_COUNT_DISTINCT,
     AggFunc.SUM: jobs_pb2.AGGREGATE_FUNCTION_SUM,
     AggFunc.MEAN: jobs_pb2.AGGREGATE_FUNCTION_MEAN,
+    AggFunc.VARIANCE: jobs_pb2.AGGREGATE_FUNCTION_VARIANCE,
+    AggFunc.STDDEV: jobs_pb2.AGGREGATE_FUNCTION_STDDEV,
 }
 _FUNCS_BACK = {v: k for k, v in _FUNCS.items()}
 _STATES = {
@@ -96,10 +101,19 @@ def value_to_pb(v: Scalar | None) -> common_pb2.Value:
 
 def value_from_pb(v: common_pb2.Value) -> Scalar | None:
     kind = v.WhichOneof("kind")
-    if kind is None or kind == "null_value":
-        return None
+    if kind is None or kind in ("null_value", "total_value"):
+        return None  # a margin is only meaningful as a released key (``key_from_pb``)
     out: Scalar = getattr(v, kind)
     return out
+
+
+def key_to_pb(k: Key) -> common_pb2.Value:
+    """A released group key: a value, null, or the margin ``TOTAL``."""
+    return common_pb2.Value(total_value=True) if k is TOTAL_KEY else value_to_pb(k)
+
+
+def key_from_pb(v: common_pb2.Value) -> Key:
+    return TOTAL_KEY if v.WhichOneof("kind") == "total_value" else value_from_pb(v)
 
 
 # ---- job spec -----------------------------------------------------------------------------
@@ -109,6 +123,7 @@ def spec_to_pb(spec: JobSpec) -> jobs_pb2.JobSpec:
         project=spec.project,
         purpose=spec.purpose,
         group_by=list(spec.group_by),
+        margins=spec.margins,
         aggregates=[
             jobs_pb2.Aggregate(function=_FUNCS[a.function], column=a.column, alias=a.alias)
             for a in spec.aggregates
@@ -151,6 +166,7 @@ def spec_from_pb(pb: jobs_pb2.JobSpec) -> JobSpec:
         group_by=tuple(pb.group_by),
         aggregates=tuple(aggregates),
         filters=tuple(filters),
+        margins=pb.margins,
     )
 
 
@@ -208,7 +224,7 @@ def result_to_chunks(
 ) -> Iterator[jobs_pb2.ResultChunk]:
     rows = [
         jobs_pb2.ResultRow(
-            keys=[value_to_pb(k) for k in r.keys],
+            keys=[key_to_pb(k) for k in r.keys],
             cells=[
                 jobs_pb2.Cell(
                     has_value=c.value is not None,
@@ -243,7 +259,7 @@ def result_from_chunks(chunks: Iterable[jobs_pb2.ResultChunk]) -> tuple[ResultTa
         for r in chunk.rows:
             rows.append(
                 ResultRow(
-                    keys=tuple(value_from_pb(k) for k in r.keys),
+                    keys=tuple(key_from_pb(k) for k in r.keys),
                     cells=tuple(
                         Cell(
                             c.value if c.has_value else None,
@@ -265,6 +281,39 @@ def result_from_chunks(chunks: Iterable[jobs_pb2.ResultChunk]) -> tuple[ResultTa
         privacy=dict(header.privacy),
     )
     return table, header.result_digest
+
+
+def estimate_to_pb(e: Estimate) -> jobs_pb2.JobEstimate:
+    return jobs_pb2.JobEstimate(
+        allowed=e.allowed,
+        rule_ids=list(e.rule_ids),
+        reasons=list(e.reasons),
+        jobs=e.jobs,
+        rows=e.rows,
+        epsilon=e.epsilon,
+        delta=e.delta,
+        spec_digest=e.spec_digest,
+        predicted=next(result_to_chunks(e.predicted, len(e.predicted.rows) or 1))
+        if e.predicted is not None
+        else None,
+        mock_rows=e.mock_rows,
+    )
+
+
+def estimate_from_pb(pb: jobs_pb2.JobEstimate) -> Estimate:
+    predicted = result_from_chunks([pb.predicted])[0] if pb.HasField("predicted") else None
+    return Estimate(
+        allowed=pb.allowed,
+        rule_ids=tuple(pb.rule_ids),
+        reasons=tuple(pb.reasons),
+        jobs=pb.jobs,
+        rows=pb.rows,
+        epsilon=pb.epsilon or "0",
+        delta=pb.delta or "0",
+        spec_digest=pb.spec_digest,
+        predicted=predicted,
+        mock_rows=pb.mock_rows,
+    )
 
 
 # ---- catalogue ----------------------------------------------------------------------------

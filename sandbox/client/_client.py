@@ -18,6 +18,7 @@ from sandbox._errors import JobCancelled, JobFailed, SandboxError, Timeout, erro
 from sandbox._model import (
     AuditRecord,
     DatasetInfo,
+    Estimate,
     JobInfo,
     JobSpec,
     JobState,
@@ -240,6 +241,21 @@ class Client:
         """Run a query written in the documented SQL subset (see docs/sql.md)."""
         spec = sql_to_spec(sql, project=project, purpose=purpose)
         return self.run(spec, timeout=timeout, progress=progress)
+
+    def estimate(
+        self,
+        job: JobSpec | Query,
+        *,
+        project: str | None = None,
+        purpose: str | None = None,
+    ) -> Estimate:
+        """Preview a job without running it: the verdict with reasons, the quota and ε it would
+        cost, and the suppression pattern it gets on mock rows (``Estimate.predicted``)."""
+        spec = self._spec(job, project, purpose)
+        req = jobs_pb2.EstimateJobRequest(spec=wire.spec_to_pb(spec))
+        return wire.estimate_from_pb(self._call(self._jobs.EstimateJob, req))
+
+    preview = estimate
 
     def job(self, job_id: str) -> Job:
         return Job(self, self._get(job_id))

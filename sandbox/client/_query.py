@@ -185,6 +185,7 @@ class Query:
     filters: tuple[Filter, ...] = ()
     group_by_columns: tuple[str, ...] = ()
     aggregates: tuple[Aggregate, ...] = ()
+    with_margins: bool = False
 
     def __post_init__(self) -> None:
         _check_name(self.dataset, "dataset")
@@ -226,6 +227,22 @@ class Query:
         cols = tuple(_check_name(c, "group-by column") for c in columns)
         return replace(self, group_by_columns=(*self.group_by_columns, *cols))
 
+    def margins(self) -> Query:
+        """Add margin rows: each group-by column also summed over (its key ``TOTAL``)."""
+        return replace(self, with_margins=True)
+
+    def crosstab(self, rows: str, columns: str) -> Query:
+        """A two-way table with margins: ``group_by(rows, columns).margins().count()``.
+
+        Cells that could be recovered from the margins are suppressed as well (secondary
+        suppression); ``TOTAL`` marks the margin keys.
+        """
+        return self.group_by(rows, columns).margins().count()
+
+    def histogram(self, column: str, alias: str = "") -> Query:
+        """Counts per key of ``column``: its policy bins (or declared values)."""
+        return self.group_by(column).count(alias)
+
     def _agg(self, function: AggFunc, column: str, alias: str) -> Query:
         agg = Aggregate(function=function, column=column, alias=_check_alias(alias))
         return replace(self, aggregates=(*self.aggregates, agg))
@@ -246,6 +263,14 @@ class Query:
         """Add ``AVG(column)``."""
         return self._agg(AggFunc.MEAN, _check_name(column, "MEAN column"), alias)
 
+    def variance(self, column: str, alias: str = "") -> Query:
+        """Add the sample variance of ``column`` (clamped to its declared bounds)."""
+        return self._agg(AggFunc.VARIANCE, _check_name(column, "VARIANCE column"), alias)
+
+    def stddev(self, column: str, alias: str = "") -> Query:
+        """Add the sample standard deviation of ``column`` (clamped to its declared bounds)."""
+        return self._agg(AggFunc.STDDEV, _check_name(column, "STDDEV column"), alias)
+
     def to_spec(self, *, project: str, purpose: str) -> JobSpec:
         """The :class:`JobSpec` for this query, submitted under ``project`` for ``purpose``."""
         if not isinstance(project, str) or not isinstance(purpose, str):
@@ -262,4 +287,5 @@ class Query:
             aggregates=self.aggregates,
             group_by=self.group_by_columns,
             filters=self.filters,
+            margins=self.with_margins,
         )

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from sandbox._model import CellStatus, ResultTable
+from sandbox._model import TOTAL, CellStatus, ResultTable
 
 _RULE_TEXT = {
     "disclosure.min_persons": "fewer than {min_persons_per_cell} distinct persons in the cell",
     "disclosure.rounding": "rounded to a multiple of {rounding_base}",
+    "disclosure.cell_key": "perturbed by the cell-key method (the same cell always gets the same)",
+    "disclosure.secondary": "suppressed so that no suppressed cell can be solved from margins",
     "disclosure.differencing": (
         "subtracted from an earlier release it would isolate fewer than "
         "{min_persons_per_cell} persons"
@@ -24,10 +26,11 @@ class Result:
     table: ResultTable
     digest: str
 
-    def to_dataframe(self, *, status: bool = False) -> pd.DataFrame:
+    def to_dataframe(self, *, status: bool = False, margins_name: str = "All") -> pd.DataFrame:
         """Group keys plus one nullable float column per aggregate (suppressed → NA).
 
-        With ``status=True``, a ``<column>_status`` column follows each aggregate.
+        With ``status=True``, a ``<column>_status`` column follows each aggregate. Margin keys
+        (``TOTAL``) are shown as ``margins_name``, as ``pandas.crosstab`` does.
         """
         data: dict[str, list[object]] = {c: [] for c in self.table.key_columns}
         for name in self.table.value_columns:
@@ -36,7 +39,7 @@ class Result:
                 data[f"{name}_status"] = []
         for row in self.table.rows:
             for col, key in zip(self.table.key_columns, row.keys, strict=True):
-                data[col].append(key)
+                data[col].append(margins_name if key is TOTAL else key)
             for name, cell in zip(self.table.value_columns, row.cells, strict=True):
                 data[name].append(pd.NA if cell.value is None else cell.value)
                 if status:

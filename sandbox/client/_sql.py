@@ -28,7 +28,8 @@ __all__ = ["sql_to_query", "sql_to_spec"]
 _DIALECT = "duckdb"
 
 _SUPPORTED_AGGS = (
-    "COUNT(*), COUNT(DISTINCT <person key>), COUNT_PERSONS(), SUM(col), AVG(col) / MEAN(col)"
+    "COUNT(*), COUNT(DISTINCT <person key>), COUNT_PERSONS(), SUM(col), AVG(col) / MEAN(col), "
+    "VARIANCE(col) / VAR_SAMP(col), STDDEV(col) / STDDEV_SAMP(col)"
 )
 
 # Select-level arguments (sqlglot >= 26 spells some with a trailing underscore).
@@ -269,7 +270,7 @@ class _Translator:
         query = Query(self._dataset(select))
 
         group_cols, aggregates = self._select_list(select.expressions)
-        by = self._group_by(select.args.get("group"))
+        by, margins = self._group_by(select.args.get("group"))
         for col in group_cols:
             if col not in by:
                 raise InvalidJobSpec(
@@ -287,6 +288,8 @@ class _Translator:
             for pred in _conjuncts(where.this):
                 query = self._predicate(query, pred)
         query = query.group_by(*by)
+        if margins:
+            query = query.margins()
         return replace(query, aggregates=(*query.aggregates, *aggregates))
 
     # ---- FROM
@@ -352,6 +355,10 @@ class _Translator:
             return Aggregate(AggFunc.SUM, _measure(node, "SUM"), alias)
         if isinstance(node, exp.Avg):
             return Aggregate(AggFunc.MEAN, _measure(node, "AVG"), alias)
+        if isinstance(node, exp.Variance):  # VARIANCE and VAR_SAMP
+            return Aggregate(AggFunc.VARIANCE, _measure(node, "VARIANCE"), alias)
+        if isinstance(node, exp.Stddev | exp.StddevSamp):
+            return Aggregate(AggFunc.STDDEV, _measure(node, "STDDEV"), alias)
         if isinstance(node, exp.Anonymous):
             fname = str(node.this).upper()
             if fname == "MEAN":
@@ -399,14 +406,19 @@ class _Translator:
 
     # ---- GROUP BY
 
-    def _group_by(self, group: exp.Expression | None) -> list[str]:
+    def _group_by(self, group: exp.Expression | None) -> tuple[list[str], bool]:
+        """The group-by columns, and whether margins were asked for (``GROUP BY CUBE (...)``)."""
         if group is None:
-            return []
+            return [], False
         for key, value in group.args.items():
             if key != "expressions" and _is_set(value):
                 raise InvalidJobSpec(f"{_GROUP_ARG_NAMES.get(key, key.upper())} is not supported")
+        nodes = list(group.expressions)
+        margins = len(nodes) == 1 and isinstance(nodes[0], exp.Cube)
+        if margins:
+            nodes = list(nodes[0].expressions)
         cols: list[str] = []
-        for node in group.expressions:
+        for node in nodes:
             if isinstance(node, exp.Literal):
                 raise InvalidJobSpec(
                     "GROUP BY positions are not supported; name the column instead"
@@ -414,7 +426,9 @@ class _Translator:
             if isinstance(node, exp.Rollup):
                 raise InvalidJobSpec("ROLLUP is not supported")
             if isinstance(node, exp.Cube):
-                raise InvalidJobSpec("CUBE is not supported")
+                raise InvalidJobSpec(
+                    "CUBE is supported only as the whole GROUP BY: GROUP BY CUBE (a, b)"
+                )
             if isinstance(node, exp.GroupingSets):
                 raise InvalidJobSpec("GROUPING SETS is not supported")
             if not isinstance(node, exp.Column):
@@ -423,7 +437,9 @@ class _Translator:
             if col in cols:
                 raise InvalidJobSpec(f"column {col!r} appears more than once in GROUP BY")
             cols.append(col)
-        return cols
+        if margins and not cols:
+            raise InvalidJobSpec("CUBE needs at least one column")
+        return cols, margins
 
     # ---- WHERE
 

@@ -1,5 +1,16 @@
 """Disclosure control applied on the server to every result before release."""
 
+from sandbox.disclosure._cellkey import (
+    RULE_CELL_KEY,
+    RULE_COUNTS_ONLY,
+    PTable,
+    RecordKeySecret,
+    build_ptable,
+    cell_key_table,
+    check_cell_key_job,
+    perturb_counts,
+    record_key_secret,
+)
 from sandbox.disclosure._differencing import (
     RULE_DIFFERENCING,
     ReleasedCell,
@@ -29,6 +40,8 @@ from sandbox.disclosure._threshold import (
 )
 
 __all__ = [
+    "RULE_CELL_KEY",
+    "RULE_COUNTS_ONLY",
     "RULE_DIFFERENCING",
     "RULE_DOMINANCE",
     "RULE_MAX_GROUPS",
@@ -37,8 +50,13 @@ __all__ = [
     "RULE_QUERY_SET",
     "RULE_ROUNDING",
     "NoiseTerms",
+    "PTable",
+    "RecordKeySecret",
     "ReleasedCell",
     "Settings",
+    "build_ptable",
+    "cell_key_table",
+    "check_cell_key_job",
     "check_query_set",
     "differencing_guard",
     "failed_rule",
@@ -48,8 +66,10 @@ __all__ = [
     "offending",
     "p_percent_fails",
     "person_contributions",
+    "perturb_counts",
     "protect",
     "protect_noised",
+    "record_key_secret",
     "region_json",
     "released_cell",
 ]

@@ -21,7 +21,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox._model import Cell, CellStatus, Filter, FilterOp, JobSpec, ResultTable, Scalar
+from sandbox._model import (
+    TOTAL,
+    Cell,
+    CellStatus,
+    Filter,
+    FilterOp,
+    JobSpec,
+    Key,
+    ResultTable,
+    Scalar,
+)
+from sandbox.disclosure._margins import suppress_complements
 from sandbox.engine import bin_labels
 from sandbox.policy import Policy
 
@@ -75,7 +86,7 @@ class ReleasedCell:
 
 def differencing_guard(
     table: ResultTable,
-    persons: Mapping[tuple[Scalar | None, ...], int],
+    persons: Mapping[tuple[Key, ...], int],
     spec: JobSpec,
     policy: Policy,
     prior: Iterable[ReleasedCell],
@@ -117,20 +128,30 @@ def differencing_guard(
             for i, row in enumerate(table.rows)
         )
         table = dataclasses.replace(table, rows=rows)
-    entries = [(region_json(region), n) for j, (region, n) in enumerate(new) if j not in bad]
+        if spec.margins:  # a newly suppressed cell must not be recoverable from its margins
+            table = suppress_complements(table, persons, policy.disclosure.min_persons_per_cell)
+    entries = [
+        (region_json(regions[i]), persons.get(row.keys, 0))
+        for i, row in enumerate(table.rows)
+        if any(c.status != CellStatus.SUPPRESSED for c in row.cells)
+    ]
     return table, entries
 
 
 def job_regions(
-    spec: JobSpec, policy: Policy, keys: Sequence[tuple[Scalar | None, ...]]
+    spec: JobSpec, policy: Policy, keys: Sequence[tuple[Key, ...]]
 ) -> list[dict[str, Constraint]]:
-    """The region of each result row: canonical filters intersected with the row's keys."""
+    """The region of each result row: canonical filters intersected with the row's keys.
+
+    A margin key (``TOTAL``) adds nothing: the row covers every value of that column.
+    """
     base = _filter_region(spec.filters)
     regions = []
     for row_keys in keys:
         region = dict(base)
         for column, key in zip(spec.group_by, row_keys, strict=True):
-            region[column] = _key_constraint(policy, column, key, region.get(column))
+            if key is not TOTAL:
+                region[column] = _key_constraint(policy, column, key, region.get(column))
         regions.append(region)
     return regions
 

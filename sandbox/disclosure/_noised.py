@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from sandbox._errors import PolicyDenied
-from sandbox._model import AggFunc, Cell, CellStatus, JobSpec, ResultRow, ResultTable, Scalar
+from sandbox._model import AggFunc, Cell, CellStatus, JobSpec, Key, ResultRow, ResultTable, Scalar
 from sandbox.disclosure._dp import NoiseSpec, add_noise, calibrate, half_width
 from sandbox.disclosure._threshold import RULE_MAX_GROUPS, RULE_MIN_PERSONS, round_to_base
 from sandbox.engine import KeySpace, RawCell, RawTable
@@ -29,6 +29,8 @@ RULE_NOISE = "disclosure.dp"
 RULE_ONE_ROW = "dp.one_row_per_person"
 RULE_PUBLIC_KEYS = "dp.public_keys"
 RULE_BOUNDS = "dp.bounds"
+RULE_AGGREGATE = "dp.aggregate"
+RULE_MARGINS = "dp.margins"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,25 @@ def noise_terms(spec: JobSpec, policy: Policy, persons_unique: bool) -> NoiseTer
         raise PolicyDenied(
             "differential privacy here needs one row per person; this dataset has several",
             rule_ids=(RULE_ONE_ROW,),
+        )
+    unsupported = sorted(
+        {
+            str(a.function)
+            for a in spec.aggregates
+            if a.function in (AggFunc.VARIANCE, AggFunc.STDDEV)
+        }
+    )
+    if unsupported:
+        raise PolicyDenied(
+            f"under differential privacy, {', '.join(unsupported)} is not offered yet; ask for "
+            f"counts, sums or means",
+            rule_ids=(RULE_AGGREGATE,),
+        )
+    if spec.margins:
+        raise PolicyDenied(
+            "under differential privacy, margins are not offered yet: each margin would need a "
+            "share of the budget; ask for the cells and add them up",
+            rule_ids=(RULE_MARGINS,),
         )
     undeclared = [
         c
@@ -98,7 +119,7 @@ def protect_noised(
         )
     parts = 1 + len(terms.sensitivities)
     epsilon, delta = terms.epsilon / parts, terms.delta / parts
-    by_key: dict[tuple[Scalar | None, ...], RawCell] = {c.keys: c for c in raw.cells}
+    by_key: dict[tuple[Key, ...], RawCell] = {c.keys: c for c in raw.cells}
     present = [by_key.get(k) for k in keys]  # a key only in the data is never looked at
 
     count_spec = calibrate(terms.mechanism, epsilon, delta, 1)

@@ -18,13 +18,22 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from sandbox._errors import DisclosureControl, PolicyDenied
-from sandbox._model import AggFunc, Cell, CellStatus, JobSpec, ResultRow, ResultTable, Scalar
+from sandbox._model import (
+    AggFunc,
+    Cell,
+    CellStatus,
+    JobSpec,
+    Key,
+    ResultRow,
+    ResultTable,
+)
 from sandbox.disclosure._dominance import (
     RULE_DOMINANCE,
     RULE_P_PERCENT,
     failed_rule,
     needed_top,
 )
+from sandbox.disclosure._margins import grid_keys, key_order, suppress_complements
 from sandbox.engine import Contributions, KeySpace, RawCell, RawTable
 from sandbox.policy import DominanceRule
 
@@ -72,8 +81,11 @@ def protect(
     raw: RawTable, spec: JobSpec, key_spaces: tuple[KeySpace, ...], settings: Settings
 ) -> ResultTable:
     """Apply thresholds and rounding; every public key combination appears as a row."""
-    cells: dict[tuple[Scalar | None, ...], RawCell] = {c.keys: c for c in raw.cells}
-    if key_spaces and all(ks.labels is not None for ks in key_spaces):
+    cells: dict[tuple[Key, ...], RawCell] = {c.keys: c for c in raw.cells}
+    keys: list[tuple[Key, ...]]
+    if spec.margins and key_spaces:
+        keys = grid_keys([ks.labels for ks in key_spaces], cells)
+    elif key_spaces and all(ks.labels is not None for ks in key_spaces):
         declared = list(itertools.product(*(ks.labels or () for ks in key_spaces)))
         extra = sorted((k for k in cells if k not in set(declared)), key=_sort_key)
         keys = declared + extra
@@ -102,7 +114,7 @@ def protect(
                     released = Cell(None, CellStatus.SUPPRESSED, rule)
             out.append(released)
         rows.append(ResultRow(keys=key, cells=tuple(out)))
-    return ResultTable(
+    table = ResultTable(
         key_columns=spec.group_by,
         value_columns=tuple(a.name for a in spec.aggregates),
         rows=tuple(rows),
@@ -113,6 +125,10 @@ def protect(
             **_rule_settings(settings),
         },
     )
+    if spec.margins and key_spaces:
+        persons = {k: c.persons for k, c in cells.items()}
+        table = suppress_complements(table, persons, settings.min_persons)
+    return table
 
 
 _MAGNITUDE = (AggFunc.SUM, AggFunc.MEAN)
@@ -157,8 +173,5 @@ def _release(func: AggFunc, value: float | int | None, persons: int, s: Settings
     return Cell(float(value), CellStatus.RELEASED)
 
 
-def _sort_key(key: tuple[Scalar | None, ...]) -> tuple[tuple[int, float, str], ...]:
-    return tuple(
-        (0, 0.0, "") if k is None else (2, 0.0, k) if isinstance(k, str) else (1, float(k), "")
-        for k in key
-    )
+def _sort_key(key: tuple[Key, ...]) -> tuple[tuple[int, float, str], ...]:
+    return tuple(key_order(k) for k in key)

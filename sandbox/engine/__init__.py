@@ -9,8 +9,10 @@ from sandbox.engine._duckdb import (
     file_fingerprint,
 )
 from sandbox.engine._plan import (
+    RECORD_KEY_BITS,
     KeySpace,
     Plan,
+    RecordKeySlot,
     bin_labels,
     contribution_top,
     plan,
@@ -18,12 +20,14 @@ from sandbox.engine._plan import (
 )
 
 __all__ = [
+    "RECORD_KEY_BITS",
     "Contributions",
     "Engine",
     "KeySpace",
     "Plan",
     "RawCell",
     "RawTable",
+    "RecordKeySlot",
     "SourceFacts",
     "bin_labels",
     "contribution_top",

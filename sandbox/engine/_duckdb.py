@@ -16,8 +16,8 @@ from pathlib import Path
 import duckdb
 
 from sandbox._errors import JobCancelled, JobFailed
-from sandbox._model import Scalar
-from sandbox.engine._plan import Plan, quote_ident
+from sandbox._model import TOTAL, Key
+from sandbox.engine._plan import KeySpace, Plan, RecordKeySlot, quote_ident
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,13 @@ class Contributions:
 
 @dataclass(frozen=True)
 class RawCell:
-    keys: tuple[Scalar | None, ...]
+    keys: tuple[Key, ...]
     persons: int
     values: tuple[float | int | None, ...]
     contributions: tuple[Contributions | None, ...] = ()
     """Per aggregate, for sums and means when the policy has dominance rules (else empty)."""
+    cell_key: int | None = None
+    """Cell-key mode: the sum of the cell's persons' record keys modulo 2**RECORD_KEY_BITS."""
 
 
 @dataclass(frozen=True)
@@ -85,14 +87,18 @@ class Engine:
     def close(self) -> None:
         self._db.close()
 
-    def run(self, job_id: str, plan: Plan) -> RawTable:
+    def run(
+        self, job_id: str, plan: Plan, record_key_pads: tuple[bytes, bytes] | None = None
+    ) -> RawTable:
+        """Run a plan; ``record_key_pads`` (outer, inner) fill its ``RecordKeySlot``s."""
+        params = _fill_slots(plan.params, record_key_pads, job_id)
         cursor = self._db.cursor()
         with self._lock:
             if job_id in self._cancelled:
                 raise JobCancelled("job was cancelled", job_id=job_id)
             self._running[job_id] = cursor
         try:
-            rows = cursor.execute(plan.sql, list(plan.params)).fetchall()
+            rows = cursor.execute(plan.sql, params).fetchall()
         except duckdb.InterruptException:
             raise JobCancelled("job was cancelled", job_id=job_id) from None
         except duckdb.Error as exc:
@@ -108,20 +114,30 @@ class Engine:
         total: int | None = None
         cells: list[RawCell] = []
         for row in rows:
-            if plan.with_total and row[-1] != 0:
+            keys: tuple[Key, ...] = tuple(
+                _bin_label(space, k) if space.binned else k
+                for space, k in zip(plan.key_spaces, row[:n_keys], strict=True)
+            )
+            if plan.margins:
+                keys = _margin_keys(keys, int(row[-1]))
+                if plan.has_filters and all(k is TOTAL for k in keys):
+                    total = int(row[n_keys])  # the grand total holds the whole query set
+            elif plan.with_total and row[-1] != 0:
                 total = int(row[n_keys])
                 continue
             cells.append(
                 RawCell(
-                    keys=tuple(row[:n_keys]),
+                    keys=keys,
                     persons=int(row[n_keys]),
                     values=tuple(_number(v) for v in row[n_keys + 1 : n_keys + 1 + n_vals]),
                     contributions=_contributions(plan, row[n_keys + 1 + n_vals :]),
+                    cell_key=_cell_key(plan, row),
                 )
             )
         if plan.has_filters and total is None:
-            # One row per person: the cells partition the query set.
-            total = sum(c.persons for c in cells)
+            # One row per person: the cells partition the query set (an empty one, with
+            # margins: no grand-total row).
+            total = 0 if plan.margins else sum(c.persons for c in cells)
         return RawTable(tuple(cells), total, plan.contribution_top)
 
     def progress(self, job_id: str) -> float:
@@ -187,6 +203,29 @@ class Engine:
         return SourceFacts(types, int(row[0]), int(row[1]), digest.hexdigest(), ranges, before)
 
 
+def _fill_slots(
+    params: tuple[object, ...], pads: tuple[bytes, bytes] | None, job_id: str
+) -> list[object]:
+    """The plan's parameters with the record-key pads in place of their slots."""
+    if not any(isinstance(p, RecordKeySlot) for p in params):
+        return list(params)
+    if pads is None:
+        raise JobFailed("cell-key mode needs the server's record-key secret", job_id=job_id)
+    outer, inner = pads
+    return [
+        outer if p is RecordKeySlot.OUTER else inner if p is RecordKeySlot.INNER else p
+        for p in params
+    ]
+
+
+def _cell_key(plan: Plan, row: tuple[object, ...]) -> int | None:
+    """The cell key column: last, or just before a trailing GROUPING id."""
+    if not plan.cell_keys:
+        return None
+    value = row[-2 if plan.with_total or plan.margins else -1]
+    return None if value is None else int(str(value))
+
+
 def _contributions(plan: Plan, stats: tuple[object, ...]) -> tuple[Contributions | None, ...]:
     """Per aggregate, the contributions of its measure from the (total, top list) columns."""
     if not plan.contribution_measures:
@@ -214,3 +253,16 @@ def _number(v: object) -> float | int | None:
     if isinstance(v, int):
         return v
     return float(str(v)) if not isinstance(v, float) else v
+
+
+def _margin_keys(keys: tuple[Key, ...], grouping: int) -> tuple[Key, ...]:
+    """Keys of a CUBE row: bit ``n-1-i`` of its GROUPING id marks key ``i`` as a margin."""
+    n = len(keys)
+    return tuple(TOTAL if grouping >> (n - 1 - i) & 1 else k for i, k in enumerate(keys))
+
+
+def _bin_label(space: KeySpace, index: object) -> Key:
+    """The label of a bin index from a binned key (null stays null: outside every bin)."""
+    if index is None or space.labels is None:
+        return None
+    return space.labels[int(index)]  # type: ignore[call-overload]

@@ -7,6 +7,7 @@ catalogue's schema and quoted, every value is a ``?`` parameter.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import itertools
 from dataclasses import dataclass
 
@@ -26,6 +27,18 @@ _SQL_OPS = {
 }
 
 
+RECORD_KEY_BITS = 48
+"""Width of a record key, and of a cell key (their sum modulo ``2**RECORD_KEY_BITS``)."""
+
+
+class RecordKeySlot(enum.Enum):
+    """Placeholders in ``Plan.params`` that ``Engine.run`` fills with the HMAC pads of the
+    server's record-key secret, so that no plan ever holds the secret."""
+
+    OUTER = "outer"
+    INNER = "inner"
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -36,6 +49,8 @@ class KeySpace:
 
     column: str
     labels: tuple[Scalar, ...] | None
+    binned: bool = False
+    """The engine returns the bin's index; ``labels[index]`` is the key."""
 
 
 @dataclass(frozen=True)
@@ -47,12 +62,41 @@ class Plan:
     with_total: bool
     """A row with GROUPING id > 0 holds the persons of the whole query set."""
     has_filters: bool
+    margins: bool = False
+    """Rows carry a trailing GROUPING id: bit ``n-1-i`` set = key ``i`` is a margin (TOTAL)."""
     contribution_top: int = 0
     """How many of the largest per-person contributions a magnitude cell reports (0: none)."""
     contribution_measures: tuple[str, ...] = ()
     """Measures whose per-person contributions are reported, in result-column order."""
     contribution_of: tuple[int, ...] = ()
     """Per aggregate: its index in ``contribution_measures``, or -1 (empty: none reported)."""
+    cell_keys: bool = False
+    """Rows carry each cell's key (cell-key mode) before any GROUPING id."""
+
+
+def _bin_index(col: str, sql_type: str, edges: tuple[float, ...], params: list[object]) -> str:
+    """The index of the bin ``[edges[i], edges[i+1])`` holding ``col`` (null outside all bins).
+
+    An integer key, found by integer division when an integer column has equal-width integer
+    bins (exact), else by a binary search of nested CASEs on the bound edges (about log2(bins)
+    comparisons a row). Both are several times cheaper than one string-valued arm per bin.
+    """
+    widths = {b - a for a, b in itertools.pairwise(edges)}
+    whole = all(float(e).is_integer() for e in edges)
+    if len(widths) == 1 and whole and sql_type.upper().startswith(INTEGER_TYPES):
+        params += [int(edges[0]), int(edges[-1]), int(edges[0]), int(widths.pop())]
+        return f"CASE WHEN {col} >= ? AND {col} < ? THEN ({col} - ?) // ? END"
+    params += [edges[0], edges[-1]]
+
+    def search(lo: int, hi: int) -> str:
+        if hi - lo == 1:
+            return str(lo)
+        mid = (lo + hi) // 2
+        params.append(edges[mid])
+        below = search(lo, mid)
+        return f"CASE WHEN {col} < ? THEN {below} ELSE {search(mid, hi)} END"
+
+    return f"CASE WHEN {col} >= ? AND {col} < ? THEN {search(0, len(edges) - 1)} END"
 
 
 def bin_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
@@ -122,16 +166,28 @@ def _clamped(column: str, policy: Policy, record: DatasetRecord, params: list[ob
 
 
 _MAGNITUDE = (AggFunc.SUM, AggFunc.MEAN)
+_SPREAD = (AggFunc.VARIANCE, AggFunc.STDDEV)
+_SQL_AGGREGATES = {
+    AggFunc.SUM: "sum",
+    AggFunc.MEAN: "avg",
+    AggFunc.VARIANCE: "var_samp",
+    AggFunc.STDDEV: "stddev_samp",
+}
 
 
 def contribution_top(spec: JobSpec, policy: Policy) -> int:
     """How many of the largest contributors the policy's dominance rules need (0: none apply).
 
     The (n, k) rule needs ``n``, the p% rule the two largest. Only sums and means are checked,
-    and not in differential privacy mode, where the noise already hides any one person.
+    and not in differential privacy mode, where the noise already hides any one person, nor in
+    cell-key mode, which releases counts only.
     """
     rules = policy.disclosure
-    if rules.noise.enabled or not any(a.function in _MAGNITUDE for a in spec.aggregates):
+    if (
+        rules.noise.enabled
+        or rules.noise.cell_key
+        or not any(a.function in _MAGNITUDE for a in spec.aggregates)
+    ):
         return 0
     top = rules.dominance.n if rules.dominance is not None else 0
     if rules.p_percent is not None:
@@ -169,13 +225,9 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
         col_policy = policy.column(name)
         col = quote_ident(name)
         if col_policy is not None and col_policy.bins:
-            labels = bin_labels(col_policy.bins)
-            arms = []
-            for lo, hi, label in zip(col_policy.bins, col_policy.bins[1:], labels, strict=False):
-                arms.append(f"WHEN {col} >= ? AND {col} < ? THEN ?")
-                key_params += [lo, hi, label]
-            keys.append(f"CASE {' '.join(arms)} END AS k{i}")
-            spaces.append(KeySpace(name, labels))
+            index = _bin_index(col, types[name], col_policy.bins, key_params)
+            keys.append(f"{index} AS k{i}")
+            spaces.append(KeySpace(name, bin_labels(col_policy.bins), binned=True))
         else:
             keys.append(f"{col} AS k{i}")
             values = col_policy.values if col_policy is not None and col_policy.values else None
@@ -203,19 +255,25 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
     # The query-set size is the sum of the cells when each person has one row (so lies in one
     # cell); otherwise a grand-total grouping set counts distinct persons over the whole set.
     with_total = bool(spec.filters) and bool(keys) and not record.persons_unique
+    margins = spec.margins and bool(keys)
+    if margins and not record.persons_unique:
+        # Distinct persons do not add up over cells when a person has several rows.
+        raise InvalidJobSpec("margins need a dataset with one row per person")
     if measures and not record.persons_unique:
         sql, params = _per_person_query(spec, record, policy, parts, measures, top, with_total)
     else:
-        sql, params = _row_query(spec, record, policy, parts, measures, top, with_total)
+        sql, params = _row_query(spec, record, policy, parts, measures, top, with_total, margins)
     return Plan(
         sql=sql,
         params=tuple(params),
         key_spaces=tuple(spaces),
         value_names=tuple(agg.name for agg in spec.aggregates),
         with_total=with_total,
+        margins=margins,
         has_filters=bool(spec.filters),
         contribution_top=top if measures else 0,
         contribution_measures=measures,
+        cell_keys=policy.disclosure.noise.cell_key,
         contribution_of=(
             tuple(
                 measures.index(a.column) if a.function in _MAGNITUDE else -1
@@ -235,8 +293,12 @@ def _row_query(
     measures: tuple[str, ...],
     top: int,
     with_total: bool,
+    margins: bool = False,
 ) -> tuple[str, list[object]]:
-    """One aggregation over the rows; a row is a person when the dataset has one per person."""
+    """One aggregation over the rows; a row is a person when the dataset has one per person.
+
+    With ``margins``, a CUBE over the keys adds every margin and the grand total.
+    """
     assert not measures or record.persons_unique, "contributions need one row per person here"
     select_params = list(parts.key_params)
     pk = quote_ident(policy.person_key)
@@ -254,7 +316,7 @@ def _row_query(
             clamped = _clamped(agg.column, policy, record, select_params)
             expr = f"CAST(sum(CAST(round({clamped}) AS BIGINT)) AS BIGINT)"
         else:
-            func = "sum" if agg.function == AggFunc.SUM else "avg"
+            func = _SQL_AGGREGATES[agg.function]
             expr = f"{func}({_clamped(agg.column, policy, record, select_params)})"
         aggs.append(f"{expr} AS v{j}")
     # One row per person: each row's (clamped) value is a person's whole contribution.
@@ -262,15 +324,33 @@ def _row_query(
         aggs.append(f"sum(abs({_clamped(column, policy, record, select_params)})) AS a{i}")
         aggs.append(f"max(abs({_clamped(column, policy, record, select_params)}), ?) AS t{i}")
         select_params.append(top)
+    if policy.disclosure.noise.cell_key:
+        aggs.append(f"{_cell_key_sql(pk, record.persons_unique)} AS ck")
+        select_params += [RecordKeySlot.OUTER, RecordKeySlot.INNER]
     select = ", ".join([*parts.keys, *aggs])
-    if with_total:
+    if with_total or margins:
         select += f", grouping({', '.join(parts.key_names)}) AS g"
     sql = f"SELECT {select} FROM {parts.reader}{parts.where}"  # noqa: S608 - quoted identifiers
-    if with_total:
+    if margins:
+        sql += f" GROUP BY CUBE ({', '.join(parts.key_names)})"
+    elif with_total:
         sql += f" GROUP BY GROUPING SETS (({', '.join(parts.key_names)}), ())"
     elif parts.keys:
         sql += f" GROUP BY {', '.join(parts.key_names)}"
     return sql, [*select_params, parts.source, *parts.cond_params]
+
+
+def _cell_key_sql(pk: str, persons_unique: bool) -> str:
+    """A cell's key: its distinct persons' record keys summed modulo ``2**RECORD_KEY_BITS``.
+
+    A record key is the first bits of HMAC-SHA256(secret, person key as text); the two pads
+    (``RecordKeySlot.OUTER`` then ``INNER``) are bound parameters, never SQL text.
+    """
+    message = f"encode(CAST({pk} AS VARCHAR))"
+    mac = f"sha256(CAST(? AS BLOB) || from_hex(sha256(CAST(? AS BLOB) || {message})))"
+    record = f"CAST(('0x' || substr({mac}, 1, {RECORD_KEY_BITS // 4})) AS BIGINT)"
+    distinct = "" if persons_unique else "DISTINCT "
+    return f"CAST(sum({distinct}{record}) % {1 << RECORD_KEY_BITS} AS BIGINT)"
 
 
 def _per_person_query(
@@ -286,7 +366,8 @@ def _per_person_query(
     per cell, so that each person's contribution to a sum is their rows' total.
 
     Every released number is the same as ``_row_query``'s: sums of the per-person sums, means
-    as their total over the count of values, counts as the sum of per-person row counts.
+    as their total over the count of values, counts as the sum of per-person row counts, and
+    variances from the per-person sums of values and of squares.
     """
     inner_params = list(parts.key_params)
     pk = quote_ident(policy.person_key)
@@ -297,6 +378,14 @@ def _per_person_query(
         inner.append(f"sum({clamped}) AS _s{i}")
         if column in averaged:
             inner.append(f"count({_clamped(column, policy, record, inner_params)}) AS _n{i}")
+    for j, agg in enumerate(spec.aggregates):
+        if agg.function in _SPREAD:
+            x = _clamped(agg.column, policy, record, inner_params)
+            inner.append(f"sum({x}) AS _vs{j}")
+            inner.append(
+                f"sum(({x}) * ({_clamped(agg.column, policy, record, inner_params)})) AS _vq{j}"
+            )
+            inner.append(f"count({_clamped(agg.column, policy, record, inner_params)}) AS _vn{j}")
     per_person = (
         f"SELECT {', '.join(inner)} FROM {parts.reader}{parts.where} "  # noqa: S608
         f"GROUP BY {', '.join([*parts.key_names, pk])}"
@@ -310,6 +399,13 @@ def _per_person_query(
             expr = "count(_p)"
         elif agg.function == AggFunc.SUM:
             expr = f"sum(_s{measures.index(agg.column)})"
+        elif agg.function in _SPREAD:
+            expr = (
+                f"(sum(_vq{j}) - sum(_vs{j}) * sum(_vs{j}) / sum(_vn{j}))"
+                f" / nullif(sum(_vn{j}) - 1, 0)"
+            )
+            if agg.function == AggFunc.STDDEV:
+                expr = f"sqrt(greatest({expr}, 0))"
         else:
             i = measures.index(agg.column)
             expr = f"sum(_s{i}) / nullif(sum(_n{i}), 0)"

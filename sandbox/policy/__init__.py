@@ -14,6 +14,7 @@ from sandbox.policy._model import (
     Mechanism,
     NoiseSettings,
     Policy,
+    PTableSpec,
     PurposePolicy,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "Limits",
     "Mechanism",
     "NoiseSettings",
+    "PTableSpec",
     "Policy",
     "PurposePolicy",
     "Reason",

@@ -252,7 +252,8 @@ class _Check:
         sizes = [_group_count(self.visible(name)) for name in names]
         if not names or any(size is None for size in sizes):
             return
-        groups = math.prod(size for size in sizes if size is not None)
+        # Margins add a TOTAL key to every column.
+        groups = math.prod(size + spec.margins for size in sizes if size is not None)
         if groups > limits.max_groups:
             self.add(
                 "limits.max_groups",

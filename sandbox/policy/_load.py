@@ -33,7 +33,9 @@ from sandbox.policy._model import (
     Limits,
     Mechanism,
     NoiseSettings,
+    Perturbations,
     Policy,
+    PTableSpec,
     PurposePolicy,
 )
 
@@ -73,7 +75,9 @@ _COLUMN_HINTS = {
     "bins": "list the bin edges in ascending order, e.g. [0, 18, 65, 120]",
     "values": "list the public set of values, e.g. [F, M]",
     "bounds": "give [lower, upper] with lower < upper, e.g. [0, 500000]",
-    "aggregates": "list functions from count, count_distinct, sum, mean, e.g. [sum, mean]",
+    "aggregates": (
+        "list functions from count, count_distinct, sum, mean, variance, stddev, e.g. [sum, mean]"
+    ),
     "operators": "list operators from =, !=, <, <=, >, >=, in, between, quoted, "
     "e.g. ['=', 'in', 'between']",
 }
@@ -86,7 +90,9 @@ _DENY_HINTS = {
     "e.g. `id: no-income-for-planning`",
     "purposes": "list purpose ids defined under purposes, e.g. [urban-planning]",
     "columns": "list column names defined under columns, e.g. [monthly_income]",
-    "aggregates": "list functions from count, count_distinct, sum, mean, e.g. [sum]",
+    "aggregates": (
+        "list functions from count, count_distinct, sum, mean, variance, stddev, e.g. [sum]"
+    ),
     "operators": "list quoted operators from =, !=, <, <=, >, >=, in, between, e.g. ['!=']",
     "reason": "explain the rule in plain text",
 }
@@ -104,6 +110,9 @@ _SETTINGS_HINTS = {
     "max_groups": "use a whole number >= 1, e.g. `max_groups: 1000`",
     "max_filters": "use a whole number >= 1, e.g. `max_filters: 16`",
     "max_group_by": "use a whole number >= 1, e.g. `max_group_by: 4`",
+    "noise.ptable": "write e.g. `ptable: {max_perturbation: 2, variance: 1}`, or list the rows: "
+    "`ptable: {default: [[-1, 0.25], [0, 0.5], [1, 0.25]]}` ([perturbation, probability] pairs, "
+    "plus `rows: [{count: 10, perturbations: [...]}]` for given counts)",
 }
 _TYPE_WORDS = {
     "string": "a string",
@@ -447,6 +456,7 @@ class _Checker:
                 self._check_purpose_columns(purpose_id, spec.get("columns"), columns, roles)
         disclosure = _mapping(data.get("disclosure"))
         self._check_noise(_mapping(disclosure.get("noise")))
+        self._check_cell_key(disclosure)
         self._check_dominance(disclosure)
         deny = data.get("deny")
         if isinstance(deny, list):
@@ -478,6 +488,60 @@ class _Checker:
                 "the Laplace mechanism is pure epsilon-DP: delta must be 0",
                 "remove `delta_per_job`",
             )
+
+    def _check_cell_key(self, disclosure: dict[str, Any]) -> None:
+        """The cell-key method's p-table, and the settings that do not go with the method."""
+        # Imported here: sandbox.disclosure imports the engine, which imports this package.
+        from sandbox.disclosure._cellkey import ptable_problems
+
+        noise = _mapping(disclosure.get("noise"))
+        path: KeyPath = ("disclosure", "noise")
+        at: KeyPath = (*path, "ptable")
+        if noise.get("mechanism") != "cell_key":
+            if "ptable" in noise:
+                self.add(at, "a p-table applies only to `mechanism: cell_key`", "remove it")
+            return
+        for key in ("epsilon_per_job", "delta_per_job", "confidence"):
+            if key in noise:
+                self.add(
+                    (*path, key),
+                    "applies only to differential privacy; the cell-key method spends no budget",
+                    "remove it",
+                )
+        base = disclosure.get("rounding_base")
+        if isinstance(base, int) and not isinstance(base, bool) and base > 1:
+            self.add(
+                ("disclosure", "rounding_base"),
+                "the cell-key method releases the p-table's values as they are; rounding them "
+                "would change their distribution",
+                "set `rounding_base: 1` or remove it",
+            )
+        raw = noise.get("ptable")
+        if "ptable" not in noise:
+            self.add(at, "the cell-key method needs a p-table", _SETTINGS_HINTS["noise.ptable"])
+            return
+        if not isinstance(raw, dict):
+            return  # the schema reports it
+        built = [k for k in ("max_perturbation", "variance") if k in raw]
+        listed = [k for k in ("rows", "default") if k in raw]
+        if built and listed:
+            self.add(
+                (*at, listed[0]),
+                "a p-table is either built (max_perturbation, variance) or listed (rows, "
+                "default), not both",
+                "keep one of the two",
+            )
+            return
+        required = ("default",) if listed else ("max_perturbation", "variance")
+        missing = [k for k in required if k not in raw]
+        for key in missing:
+            self.add((*at, key), "missing required key", _PTABLE_KEYS[key], self.line_of(at))
+        k = disclosure.get("min_persons_per_cell", DisclosureSettings.min_persons_per_cell)
+        spec = _ptable_spec(raw)
+        if missing or spec is None or not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            return  # the schema reports malformed values
+        for suffix, problem, fix in ptable_problems(spec, k):
+            self.add((*at, *suffix), problem, fix)
 
     def _check_dominance(self, disclosure: dict[str, Any]) -> None:
         """k and p must be whole percentages (the schema checks they lie strictly in (0, 1))."""
@@ -701,7 +765,61 @@ def _build_noise(spec: dict[str, Any]) -> NoiseSettings:
         epsilon_per_job=_amount(spec.get("epsilon_per_job", defaults.epsilon_per_job)),
         delta_per_job=_amount(spec.get("delta_per_job", defaults.delta_per_job)),
         confidence=float(spec.get("confidence", defaults.confidence)),
+        ptable=_ptable_spec(spec.get("ptable")),
     )
+
+
+_PTABLE_KEYS = {
+    "max_perturbation": "add e.g. `max_perturbation: 2`: no count changes by more than this",
+    "variance": "add e.g. `variance: 1`: the variance of the change to a count",
+    "default": "add the row of every count not listed, "
+    "e.g. `default: [[-1, 0.25], [0, 0.5], [1, 0.25]]`",
+}
+
+
+def _ptable_spec(raw: Any) -> PTableSpec | None:
+    """A p-table mapping as written, or None if it is absent or malformed."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        block = raw.get("block_small", False)
+        if not isinstance(block, bool):
+            return None
+        if "default" in raw:
+            if not raw["default"]:
+                return None  # the schema reports it
+            rows = tuple(
+                (_whole(row["count"]), _perturbations(row["perturbations"]))
+                for row in raw.get("rows", [])
+            )
+            return PTableSpec(block_small=block, rows=rows, default=_perturbations(raw["default"]))
+        return PTableSpec(
+            max_perturbation=_whole(raw["max_perturbation"]),
+            variance=_amount(raw["variance"]),
+            block_small=block,
+        )
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _whole(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("not a whole number")
+    return value
+
+
+def _perturbations(items: Any) -> Perturbations:
+    """``[[perturbation, probability], ...]`` with exact probabilities in [0, 1]."""
+    out: list[tuple[int, Fraction]] = []
+    for item in items:
+        d, p = item
+        if isinstance(p, bool) or not isinstance(p, int | float | str):
+            raise TypeError("not a probability")
+        probability = _amount(p)
+        if not 0 <= probability <= 1:
+            raise ValueError("not a probability")
+        out.append((_whole(d), probability))
+    return tuple(out)
 
 
 def _build_budget(spec: dict[str, Any]) -> BudgetSettings:

@@ -50,20 +50,53 @@ class Mechanism(enum.StrEnum):
     NONE = "none"
     DISCRETE_LAPLACE = "discrete_laplace"
     DISCRETE_GAUSSIAN = "discrete_gaussian"
+    CELL_KEY = "cell_key"
+    """Rule-based mode plus cell-key perturbation of counts (not differential privacy)."""
+
+
+Perturbations = tuple[tuple[int, Fraction], ...]
+"""One p-table row: (perturbation, exact probability) pairs."""
+
+
+@dataclass(frozen=True)
+class PTableSpec:
+    """The cell-key method's perturbation table, as the steward wrote it.
+
+    Either built by the server from ``max_perturbation`` and ``variance`` (``default`` empty),
+    or listed: ``rows`` for given counts and ``default`` for every other count.
+    """
+
+    max_perturbation: int = 0
+    variance: Fraction = Fraction(0)
+    block_small: bool = False
+    """Never release a count of 1 to k-1 (k = ``min_persons_per_cell``)."""
+    rows: tuple[tuple[int, Perturbations], ...] = ()
+    default: Perturbations = ()
 
 
 @dataclass(frozen=True)
 class NoiseSettings:
-    """Differential privacy mode (``mechanism`` other than none). Amounts are exact."""
+    """Differential privacy (discrete Laplace or Gaussian) or cell-key perturbation.
+
+    Amounts are exact.
+    """
 
     mechanism: Mechanism = Mechanism.NONE
     epsilon_per_job: Fraction = Fraction(1, 10)
     delta_per_job: Fraction = Fraction(0)
     confidence: float = 0.95
+    ptable: PTableSpec | None = None
+    """The p-table of ``mechanism: cell_key`` (None otherwise)."""
 
     @property
     def enabled(self) -> bool:
-        return self.mechanism != Mechanism.NONE
+        """Differential privacy mode (the cell-key method is rule-based mode, see ``cell_key``)."""
+        return self.mechanism in (Mechanism.DISCRETE_LAPLACE, Mechanism.DISCRETE_GAUSSIAN)
+
+    @property
+    def cell_key(self) -> bool:
+        """Cell-key perturbation of counts on top of the rule-based controls."""
+        return self.mechanism == Mechanism.CELL_KEY
 
 
 @dataclass(frozen=True)

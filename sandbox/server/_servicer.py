@@ -140,6 +140,11 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
         return jobs_pb2.ListJobsResponse(jobs=[wire.job_to_pb(j) for j in jobs])
 
     @rpc
+    def EstimateJob(self, request: Any, context: Any) -> jobs_pb2.JobEstimate:
+        spec = wire.spec_from_pb(request.spec)
+        return wire.estimate_to_pb(self.app.estimate(current_principal(), spec))
+
+    @rpc
     def GetResult(self, request: Any, context: Any) -> Iterator[jobs_pb2.ResultChunk]:
         table = self.app.result(current_principal(), request.job_id)
         return wire.result_to_chunks(table)

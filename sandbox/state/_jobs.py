@@ -173,6 +173,7 @@ def spec_to_json(spec: JobSpec) -> dict[str, Any]:
         "group_by": list(spec.group_by),
         "aggregates": [[str(a.function), a.column, a.alias] for a in spec.aggregates],
         "filters": [[f.column, str(f.op), list(f.values)] for f in spec.filters],
+        **({"margins": True} if spec.margins else {}),
     }
 
 
@@ -184,6 +185,7 @@ def spec_from_json(data: dict[str, Any]) -> JobSpec:
         group_by=tuple(data["group_by"]),
         aggregates=tuple(Aggregate(AggFunc(f), c, a) for f, c, a in data["aggregates"]),
         filters=tuple(Filter(c, FilterOp(o), tuple(v)) for c, o, v in data["filters"]),
+        margins=bool(data.get("margins", False)),
     )
 
 

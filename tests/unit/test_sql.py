@@ -257,7 +257,7 @@ REJECTED: list[tuple[str, str]] = [
     # functions
     (f"SELECT MIN(x) FROM d WHERE s = {S}", "MIN"),
     (f"SELECT MAX(x) FROM d WHERE s = {S}", "MAX"),
-    (f"SELECT STDDEV(x) FROM d WHERE s = {S}", "STDDEV"),
+    (f"SELECT CORR(x, y) FROM d WHERE s = {S}", "CORR"),
     (f"SELECT MEDIAN(x) FROM d WHERE s = {S}", "MEDIAN"),
     (f"SELECT my_udf(x) FROM d WHERE s = {S}", "MY_UDF"),
     (f"SELECT COUNT(x) FROM d WHERE s = {S}", "COUNT(column)"),
@@ -288,7 +288,7 @@ REJECTED: list[tuple[str, str]] = [
     (f"SELECT g, COUNT(*) FROM d WHERE s = {S} GROUP BY 1", "position"),
     (f"SELECT g, COUNT(*) FROM d WHERE s = {S} GROUP BY ALL", "GROUP BY ALL"),
     (f"SELECT g, COUNT(*) FROM d WHERE s = {S} GROUP BY ROLLUP (g)", "ROLLUP"),
-    (f"SELECT g, COUNT(*) FROM d WHERE s = {S} GROUP BY CUBE (g)", "CUBE"),
+    (f"SELECT g, h, COUNT(*) FROM d WHERE s = {S} GROUP BY g, CUBE (h)", "CUBE"),
     (f"SELECT g, COUNT(*) FROM d WHERE s = {S} GROUP BY GROUPING SETS ((g))", "GROUPING SETS"),
     (f"SELECT g, COUNT(*) FROM d WHERE s = {S} GROUP BY g, g", "more than once"),
     (f"SELECT COUNT(*) FROM d WHERE s = {S} GROUP BY lower(g)", "LOWER"),

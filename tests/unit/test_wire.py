@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from google.protobuf.message import Message
 
 from sandbox import _wire as wire
 from sandbox._model import (
+    TOTAL,
     AggFunc,
     Aggregate,
     Cell,
@@ -52,8 +54,10 @@ def full_spec() -> JobSpec:
         Aggregate(AggFunc.COUNT_DISTINCT, alias="persons"),
         Aggregate(AggFunc.SUM, "income"),
         Aggregate(AggFunc.MEAN, "income", alias="avg_income"),
+        Aggregate(AggFunc.VARIANCE, "income"),
+        Aggregate(AggFunc.STDDEV, "income"),
     )
-    return JobSpec("pums", "p1", "research", aggregates, ("sex", "race"), filters)
+    return JobSpec("pums", "p1", "research", aggregates, ("sex", "race"), filters, margins=True)
 
 
 def test_every_op_function_and_value_type_round_trips() -> None:
@@ -243,3 +247,19 @@ def test_dataset_info_round_trips() -> None:
         policy_version="pums@1",
     )
     assert wire.dataset_from_pb(bytes_trip(wire.dataset_to_pb(info))) == info
+
+
+def test_margin_keys_round_trip_apart_from_nulls() -> None:
+    table = ResultTable(
+        ("sex", "married"),
+        ("count",),
+        (
+            ResultRow((0, None), (Cell(12.0, CellStatus.RELEASED),)),
+            ResultRow((0, TOTAL), (Cell(30.0, CellStatus.RELEASED),)),
+            ResultRow((TOTAL, TOTAL), (Cell(None, CellStatus.SUPPRESSED, "disclosure.secondary"),)),
+        ),
+    )
+    back, digest = wire.result_from_chunks(bytes_trip(c) for c in wire.result_to_chunks(table))
+    assert back == table and digest == table.digest()
+    assert back.rows[0].keys[1] is None and back.rows[1].keys[1] is TOTAL
+    assert ResultTable.from_json(json.loads(table.canonical_json())) == table

@@ -27,6 +27,8 @@ class AggregateFunction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGGREGATE_FUNCTION_COUNT_DISTINCT: _ClassVar[AggregateFunction]
     AGGREGATE_FUNCTION_SUM: _ClassVar[AggregateFunction]
     AGGREGATE_FUNCTION_MEAN: _ClassVar[AggregateFunction]
+    AGGREGATE_FUNCTION_VARIANCE: _ClassVar[AggregateFunction]
+    AGGREGATE_FUNCTION_STDDEV: _ClassVar[AggregateFunction]
 
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -59,6 +61,8 @@ AGGREGATE_FUNCTION_COUNT: AggregateFunction
 AGGREGATE_FUNCTION_COUNT_DISTINCT: AggregateFunction
 AGGREGATE_FUNCTION_SUM: AggregateFunction
 AGGREGATE_FUNCTION_MEAN: AggregateFunction
+AGGREGATE_FUNCTION_VARIANCE: AggregateFunction
+AGGREGATE_FUNCTION_STDDEV: AggregateFunction
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -93,20 +97,22 @@ class Aggregate(_message.Message):
     def __init__(self, function: _Optional[_Union[AggregateFunction, str]] = ..., column: _Optional[str] = ..., alias: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("dataset", "project", "purpose", "filters", "group_by", "aggregates")
+    __slots__ = ("dataset", "project", "purpose", "filters", "group_by", "aggregates", "margins")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     AGGREGATES_FIELD_NUMBER: _ClassVar[int]
+    MARGINS_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     project: str
     purpose: str
     filters: _containers.RepeatedCompositeFieldContainer[Filter]
     group_by: _containers.RepeatedScalarFieldContainer[str]
     aggregates: _containers.RepeatedCompositeFieldContainer[Aggregate]
-    def __init__(self, dataset: _Optional[str] = ..., project: _Optional[str] = ..., purpose: _Optional[str] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., group_by: _Optional[_Iterable[str]] = ..., aggregates: _Optional[_Iterable[_Union[Aggregate, _Mapping]]] = ...) -> None: ...
+    margins: bool
+    def __init__(self, dataset: _Optional[str] = ..., project: _Optional[str] = ..., purpose: _Optional[str] = ..., filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ..., group_by: _Optional[_Iterable[str]] = ..., aggregates: _Optional[_Iterable[_Union[Aggregate, _Mapping]]] = ..., margins: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "request_id", "principal", "spec", "state", "reason", "message", "rule_ids", "created_at_us", "started_at_us", "finished_at_us", "rows_scanned", "policy_version", "progress")
@@ -261,3 +267,33 @@ class ResultChunk(_message.Message):
     result_digest: str
     privacy: _containers.ScalarMap[str, str]
     def __init__(self, key_columns: _Optional[_Iterable[str]] = ..., value_columns: _Optional[_Iterable[str]] = ..., settings: _Optional[_Mapping[str, int]] = ..., rows: _Optional[_Iterable[_Union[ResultRow, _Mapping]]] = ..., result_digest: _Optional[str] = ..., privacy: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class EstimateJobRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: JobSpec
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+
+class JobEstimate(_message.Message):
+    __slots__ = ("allowed", "rule_ids", "reasons", "jobs", "rows", "epsilon", "delta", "spec_digest", "predicted", "mock_rows")
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    RULE_IDS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    SPEC_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_FIELD_NUMBER: _ClassVar[int]
+    MOCK_ROWS_FIELD_NUMBER: _ClassVar[int]
+    allowed: bool
+    rule_ids: _containers.RepeatedScalarFieldContainer[str]
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    jobs: int
+    rows: int
+    epsilon: str
+    delta: str
+    spec_digest: str
+    predicted: ResultChunk
+    mock_rows: int
+    def __init__(self, allowed: _Optional[bool] = ..., rule_ids: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[str]] = ..., jobs: _Optional[int] = ..., rows: _Optional[int] = ..., epsilon: _Optional[str] = ..., delta: _Optional[str] = ..., spec_digest: _Optional[str] = ..., predicted: _Optional[_Union[ResultChunk, _Mapping]] = ..., mock_rows: _Optional[int] = ...) -> None: ...

@@ -64,6 +64,11 @@ class JobServiceStub:
                 request_serializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.GetResultRequest.SerializeToString,
                 response_deserializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.ResultChunk.FromString,
                 _registered_method=True)
+        self.EstimateJob = channel.unary_unary(
+                '/sandbox.api.v1.JobService/EstimateJob',
+                request_serializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.EstimateJobRequest.SerializeToString,
+                response_deserializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.JobEstimate.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -109,6 +114,14 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EstimateJob(self, request, context):
+        """Preview without reading data: the verdict with reasons, the quota and budget cost, and
+        the suppression pattern the job gets on mock rows (statuses and rules, no values).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +154,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.GetResult,
                     request_deserializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.GetResultRequest.FromString,
                     response_serializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.ResultChunk.SerializeToString,
+            ),
+            'EstimateJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.EstimateJob,
+                    request_deserializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.EstimateJobRequest.FromString,
+                    response_serializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.JobEstimate.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -305,6 +323,33 @@ class JobService:
             '/sandbox.api.v1.JobService/GetResult',
             sandbox_dot_api_dot_v1_dot_jobs__pb2.GetResultRequest.SerializeToString,
             sandbox_dot_api_dot_v1_dot_jobs__pb2.ResultChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EstimateJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandbox.api.v1.JobService/EstimateJob',
+            sandbox_dot_api_dot_v1_dot_jobs__pb2.EstimateJobRequest.SerializeToString,
+            sandbox_dot_api_dot_v1_dot_jobs__pb2.JobEstimate.FromString,
             options,
             channel_credentials,
             insecure,
