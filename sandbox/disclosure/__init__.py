@@ -29,9 +29,9 @@ from sandbox.disclosure._dominance import (
     person_contributions,
 )
 from sandbox.disclosure._noised import NoiseTerms, noise_terms, protect_noised
+from sandbox.disclosure._rules import RULE_MIN_PERSONS
 from sandbox.disclosure._threshold import (
     RULE_MAX_GROUPS,
-    RULE_MIN_PERSONS,
     RULE_QUERY_SET,
     RULE_ROUNDING,
     Settings,

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from sandbox._model import TOTAL, Cell, CellStatus, Key, ResultTable
 from sandbox.disclosure import _secondary
+from sandbox.disclosure._dominance import RULE_DOMINANCE, RULE_P_PERCENT
+from sandbox.disclosure._rules import RULE_MIN_PERSONS
 
 RULE_SECONDARY = "disclosure.secondary"
 
@@ -46,20 +48,41 @@ def grid_keys(
 def suppress_complements(
     table: ResultTable, persons: Mapping[tuple[Key, ...], int], min_persons: int
 ) -> ResultTable:
-    """Suppress complementary rows so that no suppressed row can be recovered by subtraction."""
+    """Suppress complementary rows so that no suppressed row can be recovered by subtraction.
+
+    The attacker is assumed to read the published rules: a row suppressed for too few persons
+    holds 1 to k-1 persons (0 to k-1 where empty cells are suppressed too), one suppressed for
+    dominance at least k, and a complementary row at least k. Under that knowledge each
+    suppressed row must keep a range of at least k/2 possible person counts (or its whole
+    known range, if narrower). If no pattern can achieve it, every row is suppressed.
+    """
     keys = [row.keys for row in table.rows]
-    primary = [
-        row.keys for row in table.rows if any(c.status == CellStatus.SUPPRESSED for c in row.cells)
-    ]
+    primary = {
+        row.keys: _suppressing_rule(row.cells)
+        for row in table.rows
+        if any(c.status == CellStatus.SUPPRESSED for c in row.cells)
+    }
     if not primary:
         return table
+    zeros_suppressed = bool(table.settings.get("zeros_disclosive", 1))
+    known: dict[tuple[object, ...], tuple[float | None, float | None]] = {}
+    for key, rule in primary.items():
+        if rule == RULE_MIN_PERSONS:
+            known[_module_key(key)] = (0.0 if zeros_suppressed else 1.0, float(min_persons - 1))
+        elif rule in (RULE_DOMINANCE, RULE_P_PERCENT):
+            known[_module_key(key)] = (float(min_persons), None)
     values = {_module_key(k): float(persons.get(k, 0)) for k in keys}
-    extra = _secondary.complementary_suppression(
-        values,
-        [_module_key(k) for k in primary],
-        lower_bound=0.0,
-        protection=float(min_persons),
-    )
+    try:
+        extra = _secondary.complementary_suppression(
+            values,
+            list(map(_module_key, primary)),
+            lower_bound=0.0,
+            protection=max(1.0, min_persons / 2),
+            known=known,
+            complement_lower=float(min_persons),
+        )
+    except _secondary.UnprotectableError:
+        extra = frozenset(map(_module_key, keys)) - set(map(_module_key, primary))
     if not extra:
         return table
     blank = Cell(None, CellStatus.SUPPRESSED, RULE_SECONDARY)
@@ -70,6 +93,12 @@ def suppress_complements(
         for row in table.rows
     )
     return dataclasses.replace(table, rows=rows)
+
+
+def _suppressing_rule(cells: Iterable[Cell]) -> str:
+    """The rule of a row's first suppressed cell (min persons wins: it says the most)."""
+    rules = [c.rule for c in cells if c.status == CellStatus.SUPPRESSED]
+    return RULE_MIN_PERSONS if RULE_MIN_PERSONS in rules else rules[0]
 
 
 def _module_key(keys: tuple[Key, ...]) -> tuple[object, ...]:

@@ -21,7 +21,8 @@ from fractions import Fraction
 from sandbox._errors import PolicyDenied
 from sandbox._model import AggFunc, Cell, CellStatus, JobSpec, Key, ResultRow, ResultTable, Scalar
 from sandbox.disclosure._dp import NoiseSpec, add_noise, calibrate, half_width
-from sandbox.disclosure._threshold import RULE_MAX_GROUPS, RULE_MIN_PERSONS, round_to_base
+from sandbox.disclosure._rules import RULE_MIN_PERSONS
+from sandbox.disclosure._threshold import RULE_MAX_GROUPS, round_to_base
 from sandbox.engine import KeySpace, RawCell, RawTable
 from sandbox.policy import Policy
 

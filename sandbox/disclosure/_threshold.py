@@ -34,11 +34,11 @@ from sandbox.disclosure._dominance import (
     needed_top,
 )
 from sandbox.disclosure._margins import grid_keys, key_order, suppress_complements
+from sandbox.disclosure._rules import RULE_MIN_PERSONS
 from sandbox.engine import Contributions, KeySpace, RawCell, RawTable
 from sandbox.policy import DominanceRule
 
 RULE_QUERY_SET = "disclosure.query_set"
-RULE_MIN_PERSONS = "disclosure.min_persons"
 RULE_ROUNDING = "disclosure.rounding"
 RULE_MAX_GROUPS = "limits.max_groups"
 RULE_ZEROS = "disclosure.zeros_not_disclosive"

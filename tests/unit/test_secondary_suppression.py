@@ -568,6 +568,59 @@ def test_a_table_the_rules_give_away_cannot_be_released(
     assert attack(table, primary | every, [(0, 0)], 0.0, rules) == {(0, 0): (1, 1)}
 
 
+@pytest.mark.parametrize(
+    "cells", [[[0, 0, 0], [5, 0, 0]], [[[0, 0, 1], [0, 0, 0]], [[2, 0, 0], [0, 0, 0]]]]
+)
+def test_a_table_that_is_all_primary_is_proved_by_moving_cells_out_of_the_way(
+    cells: list[object],
+) -> None:
+    # The grand total is below k, so every cell is primary and each must be able to reach
+    # k - 1, which needs the other cells to make way under the grand total's known maximum.
+    k, table = 10, crosstab(cells)
+    primary = small_cells(table, k, zeros_released=False)
+    assert primary == set(table)
+    known = threshold_knowledge(primary, k, zeros_released=False)
+    assert complementary_suppression(table, primary, protection=k, known=known) == set()
+    rules = rule_bounds(primary, (), known, None)
+    assert set(attack(table, primary, primary, 0.0, rules).values()) == {(0, 9)}
+
+
+@pytest.mark.parametrize(
+    ("cells", "primary", "k", "protection", "complement_lower"),
+    [
+        (
+            [[0, 0], [1, 6], [0, 0]],
+            {(1, TOTAL), (2, 0), (2, TOTAL), (TOTAL, 1), (TOTAL, TOTAL)},
+            8,
+            6,
+            None,
+        ),
+        (
+            [[0, 4, 0], [0, 1, 5], [0, 0, 13]],
+            {(0, 0), (0, 1), (0, 2), (0, TOTAL), (1, 0), (1, 1), (2, 0), (2, 1), (TOTAL, 0)},
+            5,
+            3,
+            5.0,
+        ),
+    ],
+)
+def test_every_cell_that_may_be_a_complement_when_no_cheaper_pattern_is_proved(
+    cells: list[list[int]],
+    primary: set[Key],
+    k: int,
+    protection: int,
+    complement_lower: float | None,
+) -> None:
+    table = crosstab(cells)
+    known = threshold_knowledge(primary, k, zeros_released=False)
+    added = complementary_suppression(
+        table, primary, protection=protection, known=known, complement_lower=complement_lower
+    )
+    eligible = {c for c, v in table.items() if complement_lower is None or v >= complement_lower}
+    assert added == eligible - primary
+    assert_protected(table, primary, added, protection, 0.0, known, complement_lower)
+
+
 def test_without_rule_knowledge_the_result_is_unchanged() -> None:
     rng = np.random.default_rng(11)
     for _ in range(20):
