@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 Scalar = int | float | str | bool
@@ -68,6 +69,16 @@ class AggFunc(enum.StrEnum):
     """Sample variance of the clamped measure."""
     STDDEV = "stddev"
     """Sample standard deviation of the clamped measure."""
+    MEDIAN = "median"
+    """The median: a point of the measure's public grid (see ``QUANTILE``)."""
+    QUANTILE = "quantile"
+    """The ``q``-quantile, released as the midpoint of the grid interval that holds it."""
+
+
+QUANTILES = (AggFunc.MEDIAN, AggFunc.QUANTILE)
+"""Functions released as a point of a public grid, never as a data value."""
+MAX_QUANTILE_DENOMINATOR = 10_000
+"""A quantile level is an exact fraction whose denominator is at most this (as in OpenDP)."""
 
 
 class Margin(enum.Enum):
@@ -99,6 +110,8 @@ class Aggregate:
     column: str = ""
     """Measure column; empty for ``count`` and ``count_distinct``."""
     alias: str = ""
+    q: Fraction | None = None
+    """The level of a ``quantile`` (0 < q < 1, exact); None for every other function."""
 
     @property
     def name(self) -> str:
@@ -107,7 +120,39 @@ class Aggregate:
             return self.alias
         if self.function in (AggFunc.COUNT, AggFunc.COUNT_DISTINCT):
             return str(self.function)
+        if self.function == AggFunc.QUANTILE and self.q is not None:
+            return f"quantile_{_level_name(self.q)}_{self.column}"
         return f"{self.function}_{self.column}"
+
+    @property
+    def level(self) -> Fraction | None:
+        """The quantile level: 1/2 for ``median``, ``q`` for ``quantile``, else None."""
+        if self.function == AggFunc.MEDIAN:
+            return Fraction(1, 2)
+        return self.q if self.function == AggFunc.QUANTILE else None
+
+
+def quantile_problem(agg: Aggregate) -> str:
+    """Why an aggregate's quantile level is invalid, or "" (the level itself is not named)."""
+    if agg.function != AggFunc.QUANTILE:
+        return "" if agg.q is None else f"{agg.function} takes no quantile level"
+    q = agg.q
+    if not isinstance(q, Fraction):
+        return "quantile needs a level q, an exact fraction strictly between 0 and 1"
+    if not 0 < q < 1:
+        return "the quantile level q must lie strictly between 0 and 1"
+    if q.denominator > MAX_QUANTILE_DENOMINATOR:
+        return f"the quantile level q needs a denominator of at most {MAX_QUANTILE_DENOMINATOR}"
+    return ""
+
+
+def _level_name(q: Fraction) -> str:
+    """``9/10`` → ``0_9``, ``1/4`` → ``0_25``; a non-decimal level ``1/3`` → ``1_3``."""
+    for digits in range(1, 8):
+        scaled = q * 10**digits
+        if scaled.denominator == 1:
+            return f"0_{scaled.numerator:0{digits}d}"
+    return f"{q.numerator}_{q.denominator}"
 
 
 @dataclass(frozen=True)
@@ -139,7 +184,12 @@ class JobSpec:
             "group_by": list(self.group_by),
             **({"margins": True} if self.margins else {}),
             "aggregates": [
-                {"function": str(a.function), "column": a.column, "alias": a.alias}
+                {
+                    "function": str(a.function),
+                    "column": a.column,
+                    "alias": a.alias,
+                    **({"q": str(a.q)} if a.q is not None else {}),
+                }
                 for a in self.aggregates
             ],
             "filters": sorted(

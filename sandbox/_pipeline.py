@@ -48,6 +48,7 @@ from sandbox._model import (
     Project,
     ResultTable,
     Role,
+    quantile_problem,
 )
 from sandbox.audit import AuditLog
 from sandbox.disclosure import (
@@ -703,6 +704,10 @@ def _check_shape(spec: JobSpec) -> None:
         raise InvalidJobSpec("output column names must be unique (set an alias)")
     if spec.margins and not spec.group_by:
         raise InvalidJobSpec("margins need at least one group-by column")
+    for agg in spec.aggregates:
+        problem = quantile_problem(agg)
+        if problem:
+            raise InvalidJobSpec(problem)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Iterable, Iterator
+from fractions import Fraction
 
 import pyarrow as pa
 
@@ -56,6 +58,8 @@ _FUNCS = {
     AggFunc.MEAN: jobs_pb2.AGGREGATE_FUNCTION_MEAN,
     AggFunc.VARIANCE: jobs_pb2.AGGREGATE_FUNCTION_VARIANCE,
     AggFunc.STDDEV: jobs_pb2.AGGREGATE_FUNCTION_STDDEV,
+    AggFunc.MEDIAN: jobs_pb2.AGGREGATE_FUNCTION_MEDIAN,
+    AggFunc.QUANTILE: jobs_pb2.AGGREGATE_FUNCTION_QUANTILE,
 }
 _FUNCS_BACK = {v: k for k, v in _FUNCS.items()}
 _STATES = {
@@ -125,7 +129,12 @@ def spec_to_pb(spec: JobSpec) -> jobs_pb2.JobSpec:
         group_by=list(spec.group_by),
         margins=spec.margins,
         aggregates=[
-            jobs_pb2.Aggregate(function=_FUNCS[a.function], column=a.column, alias=a.alias)
+            jobs_pb2.Aggregate(
+                function=_FUNCS[a.function],
+                column=a.column,
+                alias=a.alias,
+                q="" if a.q is None else str(a.q),
+            )
             for a in spec.aggregates
         ],
         filters=[
@@ -158,7 +167,9 @@ def spec_from_pb(pb: jobs_pb2.JobSpec) -> JobSpec:
     for a in pb.aggregates:
         if a.function not in _FUNCS_BACK:
             raise InvalidJobSpec("an aggregate has an unknown function")
-        aggregates.append(Aggregate(_FUNCS_BACK[a.function], a.column, a.alias))
+        aggregates.append(
+            Aggregate(_FUNCS_BACK[a.function], a.column, a.alias, _level_from_pb(a.q))
+        )
     return JobSpec(
         dataset=pb.dataset,
         project=pb.project,
@@ -168,6 +179,21 @@ def spec_from_pb(pb: jobs_pb2.JobSpec) -> JobSpec:
         filters=tuple(filters),
         margins=pb.margins,
     )
+
+
+def _level_from_pb(text: str) -> Fraction | None:
+    """A quantile level sent as an exact fraction ("9/10", "0.9"); the text is not echoed."""
+    if not text:
+        return None
+    if len(text) > 32 or not _LEVEL_RE.fullmatch(text):
+        raise InvalidJobSpec("a quantile level must be an exact fraction such as 9/10 or 0.9")
+    try:
+        return Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise InvalidJobSpec("a quantile level must be an exact fraction such as 9/10") from None
+
+
+_LEVEL_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:/[0-9]+)?")
 
 
 # ---- jobs ---------------------------------------------------------------------------------

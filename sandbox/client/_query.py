@@ -21,9 +21,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from fractions import Fraction
 
 from sandbox._errors import InvalidJobSpec
-from sandbox._model import AggFunc, Aggregate, Filter, FilterOp, JobSpec, Scalar
+from sandbox._model import (
+    AggFunc,
+    Aggregate,
+    Filter,
+    FilterOp,
+    JobSpec,
+    Scalar,
+    quantile_problem,
+)
 
 __all__ = ["Query", "make_filter", "parse_op"]
 
@@ -71,6 +80,20 @@ def _check_alias(alias: object) -> str:
     if alias and alias != alias.strip():
         raise InvalidJobSpec("alias must not have leading or trailing whitespace")
     return alias
+
+
+def _level(q: object) -> Fraction:
+    """A quantile level as an exact fraction (the value is never echoed in errors)."""
+    if isinstance(q, bool) or not isinstance(q, int | float | str | Fraction):
+        raise InvalidJobSpec("the quantile level q must be a number, a string or a Fraction")
+    if isinstance(q, float):
+        if not math.isfinite(q):
+            raise InvalidJobSpec("the quantile level q must be finite")
+        return Fraction(repr(q))  # the decimal the caller wrote, not the binary float
+    try:
+        return Fraction(q.strip() if isinstance(q, str) else q)
+    except (ValueError, ZeroDivisionError):
+        raise InvalidJobSpec("the quantile level q must be an exact fraction, e.g. 9/10") from None
 
 
 def _kind(value: Scalar) -> str:
@@ -270,6 +293,26 @@ class Query:
     def stddev(self, column: str, alias: str = "") -> Query:
         """Add the sample standard deviation of ``column`` (clamped to its declared bounds)."""
         return self._agg(AggFunc.STDDEV, _check_name(column, "STDDEV column"), alias)
+
+    def median(self, column: str, alias: str = "") -> Query:
+        """Add the median of ``column``: the midpoint of the public grid interval holding it.
+
+        Released only when at least k persons lie below that interval and k above it.
+        """
+        return self._agg(AggFunc.MEDIAN, _check_name(column, "MEDIAN column"), alias)
+
+    def quantile(self, column: str, q: float | str | Fraction, alias: str = "") -> Query:
+        """Add the ``q``-quantile of ``column`` (0 < q < 1), released like :meth:`median`.
+
+        ``q`` is taken exactly: a float by its shortest decimal (0.9 is 9/10), a string such
+        as ``"0.9"`` or ``"9/10"``, or a :class:`~fractions.Fraction`.
+        """
+        column = _check_name(column, "QUANTILE column")
+        agg = Aggregate(AggFunc.QUANTILE, column, _check_alias(alias), _level(q))
+        problem = quantile_problem(agg)
+        if problem:
+            raise InvalidJobSpec(problem)
+        return replace(self, aggregates=(*self.aggregates, agg))
 
     def to_spec(self, *, project: str, purpose: str) -> JobSpec:
         """The :class:`JobSpec` for this query, submitted under ``project`` for ``purpose``."""

@@ -13,6 +13,10 @@ _RULE_TEXT = {
     "disclosure.rounding": "rounded to a multiple of {rounding_base}",
     "disclosure.cell_key": "perturbed by the cell-key method (the same cell always gets the same)",
     "disclosure.secondary": "suppressed so that no suppressed cell can be solved from margins",
+    "disclosure.quantile": (
+        "fewer than {min_persons_per_cell} persons below or above the grid interval holding "
+        "the quantile"
+    ),
     "disclosure.differencing": (
         "subtracted from an earlier release it would isolate fewer than "
         "{min_persons_per_cell} persons"

@@ -14,13 +14,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import replace
+from fractions import Fraction
 
 import sqlglot
 import sqlglot.errors
 from sqlglot import exp
 
 from sandbox._errors import InvalidJobSpec
-from sandbox._model import AggFunc, Aggregate, FilterOp, JobSpec, Scalar
+from sandbox._model import AggFunc, Aggregate, FilterOp, JobSpec, Scalar, quantile_problem
 from sandbox.client._query import Query
 
 __all__ = ["sql_to_query", "sql_to_spec"]
@@ -29,7 +30,9 @@ _DIALECT = "duckdb"
 
 _SUPPORTED_AGGS = (
     "COUNT(*), COUNT(DISTINCT <person key>), COUNT_PERSONS(), SUM(col), AVG(col) / MEAN(col), "
-    "VARIANCE(col) / VAR_SAMP(col), STDDEV(col) / STDDEV_SAMP(col)"
+    "VARIANCE(col) / VAR_SAMP(col), STDDEV(col) / STDDEV_SAMP(col), MEDIAN(col), "
+    "QUANTILE_CONT(col, q) / QUANTILE_DISC(col, q) / QUANTILE(col, q), "
+    "PERCENTILE_CONT(q) WITHIN GROUP (ORDER BY col)"
 )
 
 # Select-level arguments (sqlglot >= 26 spells some with a trailing underscore).
@@ -359,6 +362,12 @@ class _Translator:
             return Aggregate(AggFunc.VARIANCE, _measure(node, "VARIANCE"), alias)
         if isinstance(node, exp.Stddev | exp.StddevSamp):
             return Aggregate(AggFunc.STDDEV, _measure(node, "STDDEV"), alias)
+        if isinstance(node, exp.Median):
+            return Aggregate(AggFunc.MEDIAN, _measure(node, "MEDIAN"), alias)
+        if isinstance(node, exp.PercentileCont | exp.PercentileDisc | exp.Quantile):
+            return _quantile(node, alias)
+        if isinstance(node, exp.WithinGroup):
+            return _within_group(node, alias)
         if isinstance(node, exp.Anonymous):
             fname = str(node.this).upper()
             if fname == "MEAN":
@@ -558,6 +567,62 @@ def _measure(node: exp.Func, fname: str) -> str:
     if not isinstance(arg, exp.Column):
         raise InvalidJobSpec(f"{fname} does not support {_describe(arg)}; use a bare column")
     return _column(arg, fname)
+
+
+def _quantile(node: exp.Func, alias: str) -> Aggregate:
+    """``QUANTILE_CONT(col, q)``, ``QUANTILE_DISC(col, q)`` or ``QUANTILE(col, q)``."""
+    fname = {"PERCENTILE_CONT": "QUANTILE_CONT", "PERCENTILE_DISC": "QUANTILE_DISC"}.get(
+        node.sql_name(), node.sql_name()
+    )
+    level_arg = "quantile" if isinstance(node, exp.Quantile) else "expression"
+    for key, value in node.args.items():
+        if key not in ("this", level_arg) and _is_set(value):
+            raise InvalidJobSpec(f"{fname} does not support {key.upper()}")
+    column, level = node.this, node.args.get(level_arg)
+    if not isinstance(column, exp.Column) or level is None:
+        raise InvalidJobSpec(f"{fname} takes a bare column and a level, e.g. {fname}(col, 0.9)")
+    return _quantile_of(_column(column, fname), level, fname, alias)
+
+
+def _within_group(node: exp.WithinGroup, alias: str) -> Aggregate:
+    """``PERCENTILE_CONT(q) WITHIN GROUP (ORDER BY col)`` (and ``PERCENTILE_DISC``)."""
+    func, order = node.this, node.args.get("expression")
+    if not isinstance(func, exp.PercentileCont | exp.PercentileDisc):
+        raise InvalidJobSpec(
+            f"WITHIN GROUP is supported only with PERCENTILE_CONT or PERCENTILE_DISC, not "
+            f"{_describe(func)}"
+        )
+    fname = func.sql_name()
+    if _is_set(func.args.get("expression")) or not isinstance(order, exp.Order):
+        raise InvalidJobSpec(f"write {fname}(q) WITHIN GROUP (ORDER BY col)")
+    items = list(order.expressions)
+    for key, value in order.args.items():
+        if key != "expressions" and _is_set(value):
+            raise InvalidJobSpec(f"{fname} WITHIN GROUP supports ORDER BY one column only")
+    if len(items) != 1 or not isinstance(items[0], exp.Ordered):
+        raise InvalidJobSpec(f"{fname} WITHIN GROUP needs ORDER BY exactly one column")
+    ordered = items[0]
+    if ordered.args.get("desc"):
+        raise InvalidJobSpec(f"{fname} WITHIN GROUP (ORDER BY ... DESC) is not supported")
+    column = ordered.this
+    if not isinstance(column, exp.Column):
+        raise InvalidJobSpec(f"{fname} WITHIN GROUP needs ORDER BY a bare column")
+    return _quantile_of(_column(column, fname), func.this, fname, alias)
+
+
+def _quantile_of(column: str, level: exp.Expression, fname: str, alias: str) -> Aggregate:
+    """A quantile aggregate; the level must be a numeric literal strictly between 0 and 1."""
+    level = _unparen(level)
+    if not isinstance(level, exp.Literal) or level.is_string:
+        raise InvalidJobSpec(f"the level of {fname} must be a numeric literal such as 0.9")
+    text = str(level.this)
+    if not _FLOAT_RE.fullmatch(text):
+        raise InvalidJobSpec(f"the level of {fname} must be a plain decimal such as 0.9")
+    agg = Aggregate(AggFunc.QUANTILE, column, alias, Fraction(text))
+    problem = quantile_problem(agg)
+    if problem:
+        raise InvalidJobSpec(f"{fname}: {problem}")
+    return agg
 
 
 def _is_literal(node: exp.Expression) -> bool:

@@ -29,6 +29,13 @@ from sandbox.disclosure._dominance import (
     person_contributions,
 )
 from sandbox.disclosure._noised import NoiseTerms, noise_terms, protect_noised
+from sandbox.disclosure._quantile import (
+    RULE_QUANTILE,
+    quantile_interval,
+    quantile_scores,
+    rule_quantile,
+    score_sensitivity,
+)
 from sandbox.disclosure._rules import RULE_MIN_PERSONS
 from sandbox.disclosure._threshold import (
     RULE_MAX_GROUPS,
@@ -47,6 +54,7 @@ __all__ = [
     "RULE_MAX_GROUPS",
     "RULE_MIN_PERSONS",
     "RULE_P_PERCENT",
+    "RULE_QUANTILE",
     "RULE_QUERY_SET",
     "RULE_ROUNDING",
     "NoiseTerms",
@@ -69,7 +77,11 @@ __all__ = [
     "perturb_counts",
     "protect",
     "protect_noised",
+    "quantile_interval",
+    "quantile_scores",
     "record_key_secret",
     "region_json",
     "released_cell",
+    "rule_quantile",
+    "score_sensitivity",
 ]

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from sandbox._model import TOTAL, Cell, CellStatus, Key, ResultTable
 from sandbox.disclosure import _secondary
 from sandbox.disclosure._dominance import RULE_DOMINANCE, RULE_P_PERCENT
+from sandbox.disclosure._quantile import RULE_QUANTILE
 from sandbox.disclosure._rules import RULE_MIN_PERSONS
 
 RULE_SECONDARY = "disclosure.secondary"
@@ -60,7 +61,8 @@ def suppress_complements(
     primary = {
         row.keys: _suppressing_rule(row.cells)
         for row in table.rows
-        if any(c.status == CellStatus.SUPPRESSED for c in row.cells)
+        # A quantile suppressed for its neighbours hides no person count: nothing to protect.
+        if any(c.status == CellStatus.SUPPRESSED and c.rule != RULE_QUANTILE for c in row.cells)
     }
     if not primary:
         return table

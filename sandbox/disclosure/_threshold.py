@@ -34,6 +34,7 @@ from sandbox.disclosure._dominance import (
     needed_top,
 )
 from sandbox.disclosure._margins import grid_keys, key_order, suppress_complements
+from sandbox.disclosure._quantile import rule_quantile
 from sandbox.disclosure._rules import RULE_MIN_PERSONS
 from sandbox.engine import Contributions, KeySpace, RawCell, RawTable
 from sandbox.policy import DominanceRule
@@ -107,6 +108,11 @@ def protect(
         out: list[Cell] = []
         for j, (agg, value) in enumerate(zip(spec.aggregates, cell.values, strict=True)):
             released = _release(agg.function, value, cell.persons, settings)
+            if agg.level is not None and released.status != CellStatus.SUPPRESSED and cell.persons:
+                # A median or quantile: a grid point, or suppressed.
+                hist = cell.histograms[j] if j < len(cell.histograms) else None
+                grid = raw.quantile_grids[j] if j < len(raw.quantile_grids) else None
+                released = rule_quantile(hist, grid, agg.level, settings.min_persons)
             if agg.function in _MAGNITUDE and released.status != CellStatus.SUPPRESSED:
                 contributions = cell.contributions[j] if j < len(cell.contributions) else None
                 rule = _dominance(cell.persons, contributions if checkable else None, settings)
@@ -162,7 +168,7 @@ def _percent(share: Fraction) -> int:
 def _release(func: AggFunc, value: float | int | None, persons: int, s: Settings) -> Cell:
     if persons == 0 and not s.zeros_disclosive:
         # A structural zero: counts are 0, a sum over no one is 0, a mean has no value.
-        zero = None if func == AggFunc.MEAN else 0.0
+        zero = None if func in (AggFunc.MEAN, AggFunc.MEDIAN, AggFunc.QUANTILE) else 0.0
         return Cell(zero, CellStatus.RELEASED, RULE_ZEROS)
     if persons < s.min_persons:
         return Cell(None, CellStatus.SUPPRESSED, RULE_MIN_PERSONS)

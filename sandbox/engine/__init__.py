@@ -18,13 +18,22 @@ from sandbox.engine._plan import (
     plan,
     quote_ident,
 )
+from sandbox.engine._quantile import (
+    RULE_QUANTILE_BOUNDS,
+    RULE_QUANTILE_ONE_ROW,
+    QuantileGrid,
+    quantile_grid,
+)
 
 __all__ = [
     "RECORD_KEY_BITS",
+    "RULE_QUANTILE_BOUNDS",
+    "RULE_QUANTILE_ONE_ROW",
     "Contributions",
     "Engine",
     "KeySpace",
     "Plan",
+    "QuantileGrid",
     "RawCell",
     "RawTable",
     "RecordKeySlot",
@@ -33,5 +42,6 @@ __all__ = [
     "contribution_top",
     "file_fingerprint",
     "plan",
+    "quantile_grid",
     "quote_ident",
 ]

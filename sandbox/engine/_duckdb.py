@@ -12,12 +12,15 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from sandbox._errors import JobCancelled, JobFailed
 from sandbox._model import TOTAL, Key
-from sandbox.engine._plan import KeySpace, Plan, RecordKeySlot, quote_ident
+from sandbox.engine._cache import SourceCache
+from sandbox.engine._plan import KeySpace, Plan, RecordKeySlot, SourceSlot, quote_ident
+from sandbox.engine._quantile import QuantileGrid, histogram_counts
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,11 @@ class RawCell:
     """Per aggregate, for sums and means when the policy has dominance rules (else empty)."""
     cell_key: int | None = None
     """Cell-key mode: the sum of the cell's persons' record keys modulo 2**RECORD_KEY_BITS."""
+    rows: int | None = None
+    """DP contribution bounding: the cell's rows, at most R per person (None: not bounded)."""
+    histograms: tuple[tuple[int, ...] | None, ...] = ()
+    """Per aggregate, for a median or quantile: persons per grid interval (its value is None);
+    empty when the job has none."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,8 @@ class RawTable:
     """Distinct persons matching the filters (None when the job has no filters)."""
     contribution_top: int = 0
     """How many of the largest contributions each cell's ``contributions`` report (0: none)."""
+    quantile_grids: tuple[QuantileGrid | None, ...] = ()
+    """Per aggregate, the grid its histograms count over (see ``RawCell.histograms``)."""
 
 
 @dataclass(frozen=True)
@@ -75,11 +85,13 @@ def file_fingerprint(path: Path | str) -> str:
 
 
 class Engine:
-    def __init__(self, threads: int = 2, memory_limit: str = "") -> None:
+    def __init__(self, threads: int = 2, memory_limit: str = "", cache_rows: int = 0) -> None:
+        """``cache_rows``: rows of small registered files kept in memory, in all (0: none)."""
         config: dict[str, str | bool | int | float | list[str]] = {"threads": threads}
         if memory_limit:
             config["memory_limit"] = memory_limit
         self._db = duckdb.connect(":memory:", config=config)
+        self._cache = SourceCache(self._db, cache_rows, file_fingerprint)
         self._running: dict[str, duckdb.DuckDBPyConnection] = {}
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
@@ -92,13 +104,22 @@ class Engine:
     ) -> RawTable:
         """Run a plan; ``record_key_pads`` (outer, inner) fill its ``RecordKeySlot``s."""
         params = _fill_slots(plan.params, record_key_pads, job_id)
+        cached = self._cache.acquire(plan.source) if plan.source else None
+        try:
+            rows = self._execute(job_id, *_bind_source(plan, params, cached))
+        finally:
+            if cached is not None:
+                self._cache.release(cached)
+        return self._raw_table(plan, rows)
+
+    def _execute(self, job_id: str, sql: str, params: list[object]) -> list[tuple[Any, ...]]:
         cursor = self._db.cursor()
         with self._lock:
             if job_id in self._cancelled:
                 raise JobCancelled("job was cancelled", job_id=job_id)
             self._running[job_id] = cursor
         try:
-            rows = cursor.execute(plan.sql, params).fetchall()
+            return cursor.execute(sql, params).fetchall()
         except duckdb.InterruptException:
             raise JobCancelled("job was cancelled", job_id=job_id) from None
         except duckdb.Error as exc:
@@ -109,6 +130,8 @@ class Engine:
                 self._running.pop(job_id, None)
                 self._cancelled.discard(job_id)
             cursor.close()
+
+    def _raw_table(self, plan: Plan, rows: list[tuple[Any, ...]]) -> RawTable:
         n_keys = len(plan.key_spaces)
         n_vals = len(plan.value_names)
         total: int | None = None
@@ -125,20 +148,31 @@ class Engine:
             elif plan.with_total and row[-1] != 0:
                 total = int(row[n_keys])
                 continue
+            values = row[n_keys + 1 : n_keys + 1 + n_vals]
+            grids = plan.quantile_grids
             cells.append(
                 RawCell(
                     keys=keys,
                     persons=int(row[n_keys]),
-                    values=tuple(_number(v) for v in row[n_keys + 1 : n_keys + 1 + n_vals]),
+                    values=tuple(
+                        None if grids and grids[j] else _number(v) for j, v in enumerate(values)
+                    ),
                     contributions=_contributions(plan, row[n_keys + 1 + n_vals :]),
                     cell_key=_cell_key(plan, row),
+                    rows=int(row[-1]) if plan.bounded_rows else None,
+                    histograms=tuple(
+                        None if g is None else histogram_counts(v, g)
+                        for g, v in zip(grids, values, strict=True)
+                    )
+                    if grids
+                    else (),
                 )
             )
         if plan.has_filters and total is None:
             # One row per person: the cells partition the query set (an empty one, with
             # margins: no grand-total row).
             total = 0 if plan.margins else sum(c.persons for c in cells)
-        return RawTable(tuple(cells), total, plan.contribution_top)
+        return RawTable(tuple(cells), total, plan.contribution_top, plan.quantile_grids)
 
     def progress(self, job_id: str) -> float:
         with self._lock:
@@ -201,6 +235,18 @@ class Engine:
             if row[2 + 2 * i] is not None
         }
         return SourceFacts(types, int(row[0]), int(row[1]), digest.hexdigest(), ranges, before)
+
+
+def _bind_source(plan: Plan, params: list[object], table: str | None) -> tuple[str, list[object]]:
+    """The plan's SQL and parameters reading the source file, or its in-memory copy ``table``."""
+    if table is None:
+        path = plan.source.path if plan.source else ""
+        return plan.sql, [path if p is SourceSlot.FILE else p for p in params]
+    assert plan.source is not None
+    return (
+        plan.sql.replace(plan.source.reader, table),
+        [p for p in params if p is not SourceSlot.FILE],
+    )
 
 
 def _fill_slots(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sandbox._errors import InvalidJobSpec
 from sandbox._model import FLOAT_TYPES, INTEGER_TYPES, AggFunc, Filter, FilterOp, JobSpec, Scalar
+from sandbox.engine._quantile import QuantileGrid, histogram_sql, quantile_grids
 from sandbox.policy import Policy
 from sandbox.state import DatasetRecord
 
@@ -39,6 +40,13 @@ class RecordKeySlot(enum.Enum):
     INNER = "inner"
 
 
+class SourceSlot(enum.Enum):
+    """The placeholder in ``Plan.params`` for the source file's path, which ``Engine.run``
+    fills in, or drops when it reads the engine's in-memory copy of the registered file."""
+
+    FILE = "file"
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -51,6 +59,17 @@ class KeySpace:
     labels: tuple[Scalar, ...] | None
     binned: bool = False
     """The engine returns the bin's index; ``labels[index]`` is the key."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """The registered file a plan reads: ``reader`` is its text in ``Plan.sql`` (one bound
+    ``SourceSlot.FILE`` parameter per occurrence); ``version`` its registered fingerprint."""
+
+    path: str
+    reader: str
+    version: str
+    rows: int
 
 
 @dataclass(frozen=True)
@@ -72,6 +91,12 @@ class Plan:
     """Per aggregate: its index in ``contribution_measures``, or -1 (empty: none reported)."""
     cell_keys: bool = False
     """Rows carry each cell's key (cell-key mode) before any GROUPING id."""
+    bounded_rows: bool = False
+    """DP contribution bounding: rows end with each cell's capped count of rows."""
+    source: Source | None = None
+    quantile_grids: tuple[QuantileGrid | None, ...] = ()
+    """Per aggregate, the grid of a median or quantile, whose value column is then a
+    histogram of interval indexes (empty: the job has none)."""
 
 
 def _bin_index(col: str, sql_type: str, edges: tuple[float, ...], params: list[object]) -> str:
@@ -218,6 +243,7 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
     ):
         if name not in types:
             raise InvalidJobSpec(f"column '{name}' is not in the dataset")
+    grids = quantile_grids(spec, policy, types, record.persons_unique)
     keys: list[str] = []
     key_params: list[object] = []
     spaces: list[KeySpace] = []
@@ -244,7 +270,7 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
         key_params=key_params,
         key_names=[f"k{i}" for i in range(len(keys))],
         reader=reader,
-        source=record.source,
+        source=SourceSlot.FILE,
         where=" WHERE " + " AND ".join(conds) if conds else "",
         cond_params=cond_params,
     )
@@ -259,10 +285,19 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
     if margins and not record.persons_unique:
         # Distinct persons do not add up over cells when a person has several rows.
         raise InvalidJobSpec("margins need a dataset with one row per person")
-    if measures and not record.persons_unique:
+    bounds = policy.disclosure.noise.contribution_bounds
+    bounded = policy.disclosure.noise.enabled and not record.persons_unique and not margins
+    if bounded and bounds is not None:
+        from sandbox.engine._bounding import bounded_query  # it builds on this module
+
+        sql, params = bounded_query(spec, record, policy, parts, bounds)
+        with_total = False  # DP mode reads no query-set size
+    elif measures and not record.persons_unique:
         sql, params = _per_person_query(spec, record, policy, parts, measures, top, with_total)
     else:
-        sql, params = _row_query(spec, record, policy, parts, measures, top, with_total, margins)
+        sql, params = _row_query(
+            spec, record, policy, parts, measures, top, with_total, margins, grids
+        )
     return Plan(
         sql=sql,
         params=tuple(params),
@@ -274,6 +309,9 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
         contribution_top=top if measures else 0,
         contribution_measures=measures,
         cell_keys=policy.disclosure.noise.cell_key,
+        bounded_rows=bounded and bounds is not None,
+        source=Source(record.source, reader, record.file_fingerprint, record.row_count),
+        quantile_grids=grids,
         contribution_of=(
             tuple(
                 measures.index(a.column) if a.function in _MAGNITUDE else -1
@@ -294,6 +332,7 @@ def _row_query(
     top: int,
     with_total: bool,
     margins: bool = False,
+    grids: tuple[QuantileGrid | None, ...] = (),
 ) -> tuple[str, list[object]]:
     """One aggregation over the rows; a row is a person when the dataset has one per person.
 
@@ -312,6 +351,9 @@ def _row_query(
             expr = "count(*)"
         elif agg.function == AggFunc.COUNT_DISTINCT:
             expr = persons
+        elif grids and (grid := grids[j]) is not None:  # a median or quantile
+            clamped = _clamped(agg.column, policy, record, select_params)
+            expr = histogram_sql(clamped, grid, select_params)
         elif noised:
             clamped = _clamped(agg.column, policy, record, select_params)
             expr = f"CAST(sum(CAST(round({clamped}) AS BIGINT)) AS BIGINT)"

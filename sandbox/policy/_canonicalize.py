@@ -214,18 +214,20 @@ class _Column:
         members: set[_Ordered] | None = None
         excluded: set[_Ordered] = set()
         for flt in filters:
-            vals = [self.parse(v) for v in flt.values]
-            if flt.op in (FilterOp.EQ, FilterOp.IN):
+            op, vals = flt.op, [self.parse(v) for v in flt.values]
+            if self.kind == _Kind.INT:
+                op, vals = _on_integers(op, vals)
+            if op in (FilterOp.EQ, FilterOp.IN):
                 members = set(vals) if members is None else members & set(vals)
-            elif flt.op == FilterOp.NE:
+            elif op == FilterOp.NE:
                 excluded.update(vals)
-            elif flt.op == FilterOp.BETWEEN:
+            elif op == FilterOp.BETWEEN:
                 rng.above(vals[0], open=False)
                 rng.below(vals[1], open=False)
-            elif flt.op in (FilterOp.GT, FilterOp.GE):
-                rng.above(vals[0], open=flt.op == FilterOp.GT)
+            elif op in (FilterOp.GT, FilterOp.GE):
+                rng.above(vals[0], open=op == FilterOp.GT)
             else:
-                rng.below(vals[0], open=flt.op == FilterOp.LT)
+                rng.below(vals[0], open=op == FilterOp.LT)
         self.close(rng)
         if members is None and self.kind == _Kind.BOOL:
             members = {False, True}
@@ -279,7 +281,8 @@ class _Column:
             raise self.refuse("filter.type", "are on a column whose type cannot be filtered")
         if declared is not None:
             if declared in (_Kind.INT, _Kind.FLOAT) and numeric:
-                return _Kind.INT if declared == _Kind.INT and types == {int} else _Kind.FLOAT
+                finite = all(math.isfinite(v) for v in values if isinstance(v, float))
+                return _Kind.INT if declared == _Kind.INT and finite else _Kind.FLOAT
             if declared == _Kind.BOOL and types == {bool}:
                 return _Kind.BOOL
             if declared == _Kind.STR and types == {str}:
@@ -507,6 +510,31 @@ def _canonical_date(v: str) -> dt.date | None:
     """The date ``v`` names if written exactly as YYYY-MM-DD (where lexical is date order)."""
     date = _iso_date(v)
     return date if date is not None and date.isoformat() == v else None
+
+
+def _on_integers(op: FilterOp, vals: list[_Ordered]) -> tuple[FilterOp, list[_Ordered]]:
+    """A filter's finite numbers on an integer column, as the integers it lets through.
+
+    A whole float is that integer; a fractional bound moves inward to the nearest integer and
+    becomes inclusive (``x > 30.5`` is ``x >= 31``, ``x <= 30.5`` is ``x <= 30``); a fractional
+    member or excluded value is dropped, as no integer equals it. So every spelling of one
+    integer filter has one canonical form.
+    """
+    whole = [int(v) if isinstance(v, float) and v.is_integer() else v for v in vals]
+    if op in (FilterOp.EQ, FilterOp.IN, FilterOp.NE):
+        return op, [v for v in whole if not isinstance(v, float)]
+    if op == FilterOp.BETWEEN:
+        lo, hi = whole
+        return op, [
+            math.ceil(lo) if isinstance(lo, float) else lo,
+            math.floor(hi) if isinstance(hi, float) else hi,
+        ]
+    (v,) = whole
+    if not isinstance(v, float):
+        return op, whole
+    if op in (FilterOp.GT, FilterOp.GE):
+        return FilterOp.GE, [math.ceil(v)]
+    return FilterOp.LE, [math.floor(v)]
 
 
 def _as_float(v: Scalar) -> _Ordered:

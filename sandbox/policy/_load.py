@@ -76,7 +76,8 @@ _COLUMN_HINTS = {
     "values": "list the public set of values, e.g. [F, M]",
     "bounds": "give [lower, upper] with lower < upper, e.g. [0, 500000]",
     "aggregates": (
-        "list functions from count, count_distinct, sum, mean, variance, stddev, e.g. [sum, mean]"
+        "list functions from count, count_distinct, sum, mean, variance, stddev, median, "
+        "quantile, e.g. [sum, mean]"
     ),
     "operators": "list operators from =, !=, <, <=, >, >=, in, between, quoted, "
     "e.g. ['=', 'in', 'between']",
@@ -91,7 +92,8 @@ _DENY_HINTS = {
     "purposes": "list purpose ids defined under purposes, e.g. [urban-planning]",
     "columns": "list column names defined under columns, e.g. [monthly_income]",
     "aggregates": (
-        "list functions from count, count_distinct, sum, mean, variance, stddev, e.g. [sum]"
+        "list functions from count, count_distinct, sum, mean, variance, stddev, median, "
+        "quantile, e.g. [sum]"
     ),
     "operators": "list quoted operators from =, !=, <, <=, >, >=, in, between, e.g. ['!=']",
     "reason": "explain the rule in plain text",
@@ -110,10 +112,17 @@ _SETTINGS_HINTS = {
     "max_groups": "use a whole number >= 1, e.g. `max_groups: 1000`",
     "max_filters": "use a whole number >= 1, e.g. `max_filters: 16`",
     "max_group_by": "use a whole number >= 1, e.g. `max_group_by: 4`",
+    "noise.max_groups_per_person": "use a whole number from 1 to 1000, e.g. "
+    "`max_groups_per_person: 4`: the most cells one person may add to",
+    "noise.max_rows_per_person": "use a whole number from 1 to 1000000, e.g. "
+    "`max_rows_per_person: 10`: the most rows one person may add to one cell",
+    "noise.partition_selection": "use true or false, e.g. `partition_selection: true` "
+    "(with a `delta_per_job` above 0)",
     "noise.ptable": "write e.g. `ptable: {max_perturbation: 2, variance: 1}`, or list the rows: "
     "`ptable: {default: [[-1, 0.25], [0, 0.5], [1, 0.25]]}` ([perturbation, probability] pairs, "
     "plus `rows: [{count: 10, perturbations: [...]}]` for given counts)",
 }
+_DP_ONLY_KEYS = ("max_groups_per_person", "max_rows_per_person", "partition_selection")
 _TYPE_WORDS = {
     "string": "a string",
     "integer": "a whole number",
@@ -466,9 +475,18 @@ class _Checker:
 
     def _check_noise(self, noise: dict[str, Any]) -> None:
         mechanism = noise.get("mechanism")
-        if mechanism not in ("discrete_laplace", "discrete_gaussian"):
-            return
         path = ("disclosure", "noise")
+        if mechanism not in ("discrete_laplace", "discrete_gaussian"):
+            for key in _DP_ONLY_KEYS:
+                if key in noise:
+                    self.add(
+                        (*path, key),
+                        "applies only to differential privacy "
+                        "(mechanism discrete_laplace or discrete_gaussian)",
+                        "remove it, or set `mechanism: discrete_laplace`",
+                    )
+            return
+        selection = noise.get("partition_selection") is True
         try:
             epsilon = _amount(noise.get("epsilon_per_job", NoiseSettings.epsilon_per_job))
             delta = _amount(noise.get("delta_per_job", 0))
@@ -482,11 +500,18 @@ class _Checker:
                 "the Gaussian mechanism needs a delta between 0 and 1",
                 "e.g. `delta_per_job: 0.000001`, or use `mechanism: discrete_laplace`",
             )
-        elif mechanism == "discrete_laplace" and delta != 0:
+        elif selection and not 0 < delta < 1:
+            self.add(
+                (*path, "delta_per_job"),
+                "partition selection needs a delta between 0 and 1: it is the chance that a key "
+                "held by one person is released",
+                "e.g. `delta_per_job: 0.000000001`, or remove `partition_selection`",
+            )
+        elif mechanism == "discrete_laplace" and delta != 0 and not selection:
             self.add(
                 (*path, "delta_per_job"),
                 "the Laplace mechanism is pure epsilon-DP: delta must be 0",
-                "remove `delta_per_job`",
+                "remove `delta_per_job` (a delta is used only with `partition_selection: true`)",
             )
 
     def _check_cell_key(self, disclosure: dict[str, Any]) -> None:
@@ -766,7 +791,14 @@ def _build_noise(spec: dict[str, Any]) -> NoiseSettings:
         delta_per_job=_amount(spec.get("delta_per_job", defaults.delta_per_job)),
         confidence=float(spec.get("confidence", defaults.confidence)),
         ptable=_ptable_spec(spec.get("ptable")),
+        max_groups_per_person=_optional_int(spec.get("max_groups_per_person")),
+        max_rows_per_person=_optional_int(spec.get("max_rows_per_person")),
+        partition_selection=spec.get("partition_selection") is True,
     )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 _PTABLE_KEYS = {

@@ -87,11 +87,25 @@ class NoiseSettings:
     confidence: float = 0.95
     ptable: PTableSpec | None = None
     """The p-table of ``mechanism: cell_key`` (None otherwise)."""
+    max_groups_per_person: int | None = None
+    """Contribution bound L: cells a person may add to (None: not declared)."""
+    max_rows_per_person: int | None = None
+    """Contribution bound R: rows a person may add to one cell (None: not declared)."""
+    partition_selection: bool = False
+    """Group keys without a public key set may come from the data, released only if their
+    noisy count of persons clears a threshold (needs ``delta_per_job`` > 0)."""
 
     @property
     def enabled(self) -> bool:
         """Differential privacy mode (the cell-key method is rule-based mode, see ``cell_key``)."""
         return self.mechanism in (Mechanism.DISCRETE_LAPLACE, Mechanism.DISCRETE_GAUSSIAN)
+
+    @property
+    def contribution_bounds(self) -> tuple[int, int] | None:
+        """``(L, R)`` if the steward declared either bound (the other defaults to 1), else None."""
+        if self.max_groups_per_person is None and self.max_rows_per_person is None:
+            return None
+        return (self.max_groups_per_person or 1, self.max_rows_per_person or 1)
 
     @property
     def cell_key(self) -> bool:

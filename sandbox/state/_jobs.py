@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+from fractions import Fraction
 from typing import Any
 
 from sandbox._model import AggFunc, Aggregate, Filter, FilterOp, JobInfo, JobSpec, JobState
@@ -171,7 +172,10 @@ def spec_to_json(spec: JobSpec) -> dict[str, Any]:
         "project": spec.project,
         "purpose": spec.purpose,
         "group_by": list(spec.group_by),
-        "aggregates": [[str(a.function), a.column, a.alias] for a in spec.aggregates],
+        "aggregates": [
+            [str(a.function), a.column, a.alias, *([str(a.q)] if a.q is not None else [])]
+            for a in spec.aggregates
+        ],
         "filters": [[f.column, str(f.op), list(f.values)] for f in spec.filters],
         **({"margins": True} if spec.margins else {}),
     }
@@ -183,7 +187,10 @@ def spec_from_json(data: dict[str, Any]) -> JobSpec:
         project=data["project"],
         purpose=data["purpose"],
         group_by=tuple(data["group_by"]),
-        aggregates=tuple(Aggregate(AggFunc(f), c, a) for f, c, a in data["aggregates"]),
+        aggregates=tuple(
+            Aggregate(AggFunc(f), c, a, Fraction(q[0]) if q else None)
+            for f, c, a, *q in data["aggregates"]
+        ),
         filters=tuple(Filter(c, FilterOp(o), tuple(v)) for c, o, v in data["filters"]),
         margins=bool(data.get("margins", False)),
     )

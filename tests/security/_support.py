@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import threading
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,14 @@ def ledger_rows(world: World) -> dict[str, tuple[str, str, int, int]]:
     """job_id → (project, state, jobs, rows) straight from the state store."""
     rows = world.db.conn.execute("SELECT job_id, project, state, jobs, rows FROM ledger").fetchall()
     return {job: (project, state, jobs, n) for job, project, state, jobs, n in rows}
+
+
+def epsilon_spent(world: World) -> Fraction:
+    """ε reserved or committed in the privacy ledger, summed exactly."""
+    rows = world.db.conn.execute(
+        "SELECT epsilon FROM privacy_ledger WHERE state IN ('reserved', 'committed')"
+    ).fetchall()
+    return sum((Fraction(r[0]) for r in rows), Fraction(0))
 
 
 def canonical(value: Any) -> str:

@@ -24,7 +24,7 @@ from sandbox import (
     SandboxError,
 )
 from tests.conftest import PUMS_DIR, World, pums_policy
-from tests.security._support import audit_entries, entries_for, pums_frame
+from tests.security._support import audit_entries, entries_for, epsilon_spent, pums_frame
 
 WorldFactory = Callable[..., World]
 
@@ -51,13 +51,6 @@ def _run(world: World, query: Query) -> pd.DataFrame:
     return result.to_dataframe()
 
 
-def _spent(world: World) -> Fraction:
-    rows = world.db.conn.execute(
-        "SELECT epsilon FROM privacy_ledger WHERE state IN ('reserved', 'committed')"
-    ).fetchall()
-    return sum((Fraction(r[0]) for r in rows), Fraction(0))
-
-
 def test_counts_are_noised_integers_close_to_the_truth_with_intervals(
     world_factory: WorldFactory,
 ) -> None:
@@ -79,7 +72,7 @@ def test_counts_are_noised_integers_close_to_the_truth_with_intervals(
         # scale 1 (sensitivity 1, ε 1): |noise| > 30 has probability below 1e-12
         assert abs(cell.value - truth[row.keys[0]]) <= 30
         assert cell.ci is not None and 1 <= cell.ci <= 5
-    assert _spent(world) == 1
+    assert epsilon_spent(world) == 1
 
 
 def test_every_public_key_appears_and_no_key_only_in_the_data(
@@ -100,7 +93,7 @@ def test_group_by_without_a_public_key_set_is_refused(world_factory: WorldFactor
     with pytest.raises(PolicyDenied) as err:
         _run(world, Query("pums").group_by("race").count())
     assert "dp.public_keys" in err.value.rule_ids
-    assert _spent(world) == 0
+    assert epsilon_spent(world) == 0
 
 
 def test_a_singling_out_filter_gets_noise_not_a_refusal_that_would_tell(
@@ -113,7 +106,7 @@ def test_a_singling_out_filter_gets_noise_not_a_refusal_that_would_tell(
     for age in (oldest, oldest + 1):  # one or more persons, then nobody
         df = _run(world, Query("pums").where("age", ">=", age).count())
         assert len(df) == 1
-    assert _spent(world) == 2
+    assert epsilon_spent(world) == 2
 
 
 def test_repeating_a_query_returns_the_first_answer_without_new_noise_or_charge(
@@ -125,7 +118,7 @@ def test_repeating_a_query_returns_the_first_answer_without_new_noise_or_charge(
     first = ana.run(query, project="census-study", purpose="research")
     repeats = [ana.run(query, project="census-study", purpose="research") for _ in range(20)]
     assert all(r.table == first.table for r in repeats)  # averaging gains nothing
-    assert _spent(world) == 1
+    assert epsilon_spent(world) == 1
     events = [e["event"] for e in audit_entries(world) if e.get("event", "").startswith("job.")]
     assert events.count("job.released") == 1 and events.count("job.replayed") == 20
 
@@ -138,7 +131,7 @@ def test_budget_is_exact_and_exhaustion_refuses_before_reading(
     world = dp_world(world_factory, dp_policy(epsilon="0.1", budget="epsilon_per_project: 1"))
     for age in range(10):
         _run(world, Query("pums").where("age", ">=", 20 + age).count())
-    assert _spent(world) == 1
+    assert epsilon_spent(world) == 1
     ana = world.client("ana")
     with pytest.raises(BudgetExhausted) as err:
         ana.run(
@@ -147,7 +140,7 @@ def test_budget_is_exact_and_exhaustion_refuses_before_reading(
     assert err.value.rule_ids == ("budget.epsilon_per_project",)
     assert [e["event"] for e in entries_for(world, err.value.job_id)] == ["job.denied"]
     assert ana.job(err.value.job_id).state == JobState.DENIED
-    assert _spent(world) == 1
+    assert epsilon_spent(world) == 1
 
 
 def test_population_ceiling_binds_across_projects(world_factory: WorldFactory) -> None:
@@ -190,7 +183,7 @@ def test_64_concurrent_submits_never_overspend_epsilon(world_factory: WorldFacto
     refused = [o for o in outcomes if isinstance(o, BudgetExhausted)]
     succeeded = [o for o in outcomes if not isinstance(o, SandboxError)]
     assert len(succeeded) == ceiling and len(refused) == n_clients - ceiling
-    assert _spent(world) == ceiling
+    assert epsilon_spent(world) == ceiling
     released = [e for e in audit_entries(world) if e.get("event") == "job.released"]
     assert sum(Fraction(e["charged"]["epsilon"]) for e in released) == ceiling
 
@@ -206,6 +199,6 @@ def test_semantic_rewrites_of_a_query_are_the_same_query(world_factory: WorldFac
     ]
     answers = [_run(world, q)["count"].tolist() for q in rewrites]
     assert answers[0] == answers[1] == answers[2]
-    assert _spent(world) == 1
+    assert epsilon_spent(world) == 1
     events = [e["event"] for e in audit_entries(world) if e.get("event", "").startswith("job.")]
     assert events.count("job.replayed") == 2

@@ -280,8 +280,8 @@ def test_bins_on_a_measure(tmp_path: Path) -> None:
 
 
 def test_unknown_aggregate_function(tmp_path: Path) -> None:
-    path, lines = problems(tmp_path, edit("[sum, mean]", "[sum, median]"))
-    find(lines, f"{path}:19: columns.income.aggregates[1]: ", "'median' is not allowed", "count")
+    path, lines = problems(tmp_path, edit("[sum, mean]", "[sum, mode]"))
+    find(lines, f"{path}:19: columns.income.aggregates[1]: ", "'mode' is not allowed", "count")
 
 
 def test_duplicate_key(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from fractions import Fraction
 
 import pytest
 from google.protobuf.message import Message
@@ -56,6 +57,8 @@ def full_spec() -> JobSpec:
         Aggregate(AggFunc.MEAN, "income", alias="avg_income"),
         Aggregate(AggFunc.VARIANCE, "income"),
         Aggregate(AggFunc.STDDEV, "income"),
+        Aggregate(AggFunc.MEDIAN, "income"),
+        Aggregate(AggFunc.QUANTILE, "income", q=Fraction(9, 10)),
     )
     return JobSpec("pums", "p1", "research", aggregates, ("sex", "race"), filters, margins=True)
 

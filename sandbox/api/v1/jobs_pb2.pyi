@@ -29,6 +29,8 @@ class AggregateFunction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGGREGATE_FUNCTION_MEAN: _ClassVar[AggregateFunction]
     AGGREGATE_FUNCTION_VARIANCE: _ClassVar[AggregateFunction]
     AGGREGATE_FUNCTION_STDDEV: _ClassVar[AggregateFunction]
+    AGGREGATE_FUNCTION_MEDIAN: _ClassVar[AggregateFunction]
+    AGGREGATE_FUNCTION_QUANTILE: _ClassVar[AggregateFunction]
 
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -63,6 +65,8 @@ AGGREGATE_FUNCTION_SUM: AggregateFunction
 AGGREGATE_FUNCTION_MEAN: AggregateFunction
 AGGREGATE_FUNCTION_VARIANCE: AggregateFunction
 AGGREGATE_FUNCTION_STDDEV: AggregateFunction
+AGGREGATE_FUNCTION_MEDIAN: AggregateFunction
+AGGREGATE_FUNCTION_QUANTILE: AggregateFunction
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -87,14 +91,16 @@ class Filter(_message.Message):
     def __init__(self, column: _Optional[str] = ..., op: _Optional[_Union[FilterOp, str]] = ..., values: _Optional[_Iterable[_Union[_common_pb2.Value, _Mapping]]] = ...) -> None: ...
 
 class Aggregate(_message.Message):
-    __slots__ = ("function", "column", "alias")
+    __slots__ = ("function", "column", "alias", "q")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     COLUMN_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
+    Q_FIELD_NUMBER: _ClassVar[int]
     function: AggregateFunction
     column: str
     alias: str
-    def __init__(self, function: _Optional[_Union[AggregateFunction, str]] = ..., column: _Optional[str] = ..., alias: _Optional[str] = ...) -> None: ...
+    q: str
+    def __init__(self, function: _Optional[_Union[AggregateFunction, str]] = ..., column: _Optional[str] = ..., alias: _Optional[str] = ..., q: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
     __slots__ = ("dataset", "project", "purpose", "filters", "group_by", "aggregates", "margins")
