@@ -44,7 +44,7 @@ from sandbox._model import (
     QuotaUsage,
     Role,
 )
-from sandbox.client import TLS, Client, Job, Query, Result
+from sandbox.client import TLS, Client, Job, PreparedJob, Query, Result
 
 __version__ = "0.1.0"
 
@@ -78,6 +78,7 @@ __all__ = [
     "PermissionDenied",
     "PolicyDenied",
     "PolicyInvalid",
+    "PreparedJob",
     "Project",
     "Query",
     "QuotaExceeded",

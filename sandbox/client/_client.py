@@ -257,6 +257,21 @@ class Client:
 
     preview = estimate
 
+    def prepare(
+        self,
+        job: JobSpec | Query,
+        *,
+        project: str | None = None,
+        purpose: str | None = None,
+    ) -> PreparedJob:
+        """A job checked and bound to this client but not sent yet: preview it, then submit or
+        run it (``project=``/``purpose=`` are needed for a ``Query``)."""
+        return PreparedJob(self, self._spec(job, project, purpose))
+
+    def prepare_sql(self, sql: str, *, project: str, purpose: str) -> PreparedJob:
+        """:meth:`prepare` for a query in the documented SQL subset (see docs/sql.md)."""
+        return PreparedJob(self, sql_to_spec(sql, project=project, purpose=purpose))
+
     def job(self, job_id: str) -> Job:
         return Job(self, self._get(job_id))
 
@@ -329,6 +344,40 @@ class Client:
 def _inline_result(job_id: str, chunk: jobs_pb2.ResultChunk) -> Result:
     table, digest = wire.result_from_chunks([chunk])
     return Result(job_id, table, digest)
+
+
+class PreparedJob:
+    """A job spec bound to a client, not sent yet (from :meth:`Client.prepare`).
+
+    ``preview()`` says how it would fare without reading data or charging anything;
+    ``submit()`` and ``run()`` then send it, as :meth:`Client.submit` and :meth:`Client.run`.
+    """
+
+    def __init__(self, client: Client, spec: JobSpec) -> None:
+        self._client = client
+        self._spec = spec
+
+    @property
+    def spec(self) -> JobSpec:
+        """The job spec that preview, submit and run send."""
+        return self._spec
+
+    def preview(self) -> Estimate:
+        """The verdict with reasons, the quota and ε cost and the predicted suppression
+        pattern (see :meth:`Client.estimate`); charges nothing."""
+        return self._client.estimate(self._spec)
+
+    def submit(self, *, request_id: str | None = None) -> Job:
+        """Submit the job; returns at once with a handle (see :meth:`Client.submit`)."""
+        return self._client.submit(self._spec, request_id=request_id)
+
+    def run(self, *, timeout: float | None = None, progress: bool = False) -> Result:
+        """Submit and wait for the released result (see :meth:`Client.run`)."""
+        return self._client.run(self._spec, timeout=timeout, progress=progress)
+
+    def __repr__(self) -> str:
+        spec = self._spec
+        return f"PreparedJob(dataset={spec.dataset!r}, project={spec.project!r})"
 
 
 class Job:

@@ -342,15 +342,29 @@ class _Segment:
     hi_open: bool = False
 
 
-def _nonempty(seg: _Segment, discrete: bool, excluded: frozenset[float]) -> bool:
+def _nonempty(
+    seg: _Segment, discrete: bool, excluded: frozenset[float], single: bool = False
+) -> bool:
+    """Whether the segment holds a value (an integer, or a float32 number when ``single``,
+    else a float64 one) that is not excluded."""
     if discrete:
         if seg.hi < seg.lo:
             return False
         inside = sum(1 for e in excluded if seg.lo <= e <= seg.hi and e.is_integer())
         return seg.hi - seg.lo + 1 > inside
-    if seg.lo == seg.hi:
-        return not seg.hi_open and seg.lo not in excluded
-    return seg.lo < seg.hi
+    # Of the first len(excluded) + 1 representable numbers from ``lo`` up, one is not
+    # excluded unless the segment ends first (e.g. [a, b] of two adjacent floats, both
+    # excluded: ``!=`` both ends).
+    width = np.float32 if single else np.float64
+    v = width(seg.lo)
+    for _ in range(len(excluded) + 1):
+        x = float(v)
+        if x > seg.hi or (seg.hi_open and x == seg.hi):
+            return False
+        if x not in excluded:
+            return True
+        v = np.nextafter(v, width(np.inf))
+    return True
 
 
 def _intersect(seg: _Segment, region: _Region, discrete: bool) -> _Segment:
@@ -467,14 +481,28 @@ def _avoid(
                 v += 1
         values[hit] = rng.choice(np.array(spare, dtype=np.int64), size=int(hit.sum()))
         return values
-    width = np.float32 if single else np.float64
     for e in region.excluded:
-        at = values == e
+        at = values == e  # also -0.0 for an excluded 0.0, as in SQL
         if at.any():
-            up = float(np.nextafter(width(e), width(np.inf)))
-            down = float(np.nextafter(width(e), width(-np.inf)))
-            values[at] = up if region.contains(up) else down
+            values[at] = _next_allowed(e, region, single)
     return values
+
+
+def _next_allowed(e: float, region: _Region, single: bool) -> float:
+    """The allowed number (float32 when ``single``) nearest above, else below, an excluded one.
+
+    The walk passes at most ``len(region.excluded)`` excluded numbers each way, so it finds
+    one whenever the region's interval around ``e`` holds an allowed number (which
+    ``_nonempty`` has checked for the segment ``e`` was drawn from).
+    """
+    width = np.float32 if single else np.float64
+    for direction in (np.inf, -np.inf):
+        v = width(e)
+        for _ in range(len(region.excluded) + 1):
+            v = np.nextafter(v, width(direction))
+            if region.contains(float(v)):
+                return float(v)
+    raise _Unsatisfiable
 
 
 def _numbers(
@@ -507,7 +535,7 @@ def _numbers(
         skewed = False
     if single:
         subs = [_single(s) for s in subs]
-    subs = [s for s in subs if _nonempty(s, discrete, region.excluded)]
+    subs = [s for s in subs if _nonempty(s, discrete, region.excluded, single)]
     if not subs:
         raise _Unsatisfiable
     if skewed:
@@ -518,6 +546,12 @@ def _numbers(
         values[outside] = _uniform(rng, int(outside.sum()), subs, discrete)
     else:
         values = _uniform(rng, k, subs, discrete)
+    if single:
+        # Round to float32 here, not only in the Arrow cast: the exclusions must be checked
+        # on the stored values (a draw just beside an excluded number, or a tiny negative one
+        # becoming -0.0 == 0.0, would otherwise round onto it). The segments are closed at
+        # float32 numbers, so rounding stays inside them.
+        values = values.astype(np.float32).astype(np.float64)
     return _avoid(rng, values, subs, region, discrete, single)
 
 

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 
 import pandas as pd
 import pytest
 
-from sandbox import CellStatus, NotFound, PolicyDenied, Query, QuotaLimits, Role
+from sandbox import (
+    CellStatus,
+    JobSpec,
+    JobState,
+    NotFound,
+    PolicyDenied,
+    PreparedJob,
+    Query,
+    QuotaLimits,
+    Role,
+    SandboxError,
+)
 from tests.conftest import PUMS_DIR, World, pums_policy
-from tests.security._support import audit_entries, ledger_rows
+from tests.security._support import audit_entries, epsilon_spent, ledger_rows
 
 BY_SEX = Query("pums").group_by("sex").count().mean("income")
 
@@ -115,3 +127,82 @@ def test_previews_are_logged(pums_world: World) -> None:
     entries = [e for e in audit_entries(pums_world) if e["event"] == "job.previewed"]
     assert len(entries) == 1 and entries[0]["decision"] == "allow"
     assert entries[0]["actor"] == "ana" and entries[0]["dataset"] == "pums"
+
+
+# ---- job.preview(): a prepared job, previewed before it is sent ---------------------------
+def test_a_prepared_job_previews_then_submits_and_runs(pums_world: World) -> None:
+    ana = pums_world.client("ana")
+    prepared = ana.prepare(BY_SEX, project="census-study", purpose="research")
+    assert isinstance(prepared, PreparedJob) and isinstance(prepared.spec, JobSpec)
+    assert (prepared.spec.project, prepared.spec.purpose) == ("census-study", "research")
+    quota_before = ana.quota("census-study")
+    estimate = prepared.preview()
+    # The verdict, the cost and the predicted pattern (statuses only, no values).
+    assert estimate.allowed and estimate.rule_ids == () and estimate.reasons == ()
+    assert (estimate.jobs, estimate.rows, estimate.epsilon, estimate.delta) == (1, 1000, "0", "0")
+    assert estimate.predicted is not None
+    assert [r.keys for r in estimate.predicted.rows] == [(0,), (1,)]
+    assert all(c.value is None for r in estimate.predicted.rows for c in r.cells)
+    assert {c.status for r in estimate.predicted.rows for c in r.cells} <= set(CellStatus)
+    assert prepared.preview() == estimate  # previews are repeatable and free
+    assert ana.quota("census-study") == quota_before and ledger_rows(pums_world) == {}
+    # Then the same prepared job is sent: once as a handle, once run to its result.
+    job = prepared.submit()
+    assert job.info.spec.digest() == estimate.spec_digest
+    assert job.result(timeout=60).table.rows
+    assert job.info.state == JobState.SUCCEEDED
+    result = prepared.run(timeout=60)
+    assert [r.keys for r in result.table.rows] == [(0,), (1,)]
+    assert len(ledger_rows(pums_world)) == 2
+    assert ana.quota("census-study").jobs_total == quota_before.jobs_total + 2
+
+
+def test_a_prepared_refused_job_previews_the_refusal_and_its_rule(pums_world: World) -> None:
+    ana = pums_world.client("ana")
+    prepared = ana.prepare(
+        Query("pums").group_by("pid").count(), project="census-study", purpose="research"
+    )
+    estimate = prepared.preview()
+    assert not estimate.allowed and estimate.predicted is None
+    assert estimate.rule_ids and len(estimate.reasons) == len(estimate.rule_ids)
+    with pytest.raises(PolicyDenied) as err:
+        prepared.run()
+    assert err.value.rule_ids == estimate.rule_ids
+    assert all(state != "committed" for _, state, _, _ in ledger_rows(pums_world).values())
+
+
+def test_a_prepared_dp_job_previews_its_epsilon_without_spending_it(
+    world_factory: Callable[..., World],
+) -> None:
+    noised = pums_policy("pums", "pums.csv").replace(
+        "rounding_base: 1}",
+        "rounding_base: 1, noise: {mechanism: discrete_laplace, epsilon_per_job: 0.25},"
+        " budget: {epsilon_per_project: 0.5}}",
+    )
+    world = world_factory({"pums": noised}, {"pums.csv": PUMS_DIR / "PUMS_pid.csv"})
+    world.register("pums")
+    world.project("census-study", (("pums", "research"),))
+    ana = world.client("ana")
+    prepared = ana.prepare(BY_SEX, project="census-study", purpose="research")
+    for _ in range(3):  # more previews than the budget has jobs: none of them spends ε
+        estimate = prepared.preview()
+        assert estimate.allowed and estimate.epsilon == "1/4"
+    assert epsilon_spent(world) == 0 and ledger_rows(world) == {}
+    assert estimate.predicted is not None
+    assert {c.status for r in estimate.predicted.rows for c in r.cells} == {CellStatus.NOISED}
+    prepared.run(timeout=60)
+    assert epsilon_spent(world) == Fraction(1, 4)
+
+
+def test_prepare_sql_and_the_project_needed_by_a_query(pums_world: World) -> None:
+    ana = pums_world.client("ana")
+    prepared = ana.prepare_sql(
+        "SELECT sex, COUNT(*) FROM pums GROUP BY sex", project="census-study", purpose="research"
+    )
+    assert prepared.spec.dataset == "pums" and prepared.spec.group_by == ("sex",)
+    assert prepared.preview().allowed
+    assert [r.keys for r in prepared.run(timeout=60).table.rows] == [(0,), (1,)]
+    # A JobSpec carries its project; a Query needs one.
+    assert ana.prepare(prepared.spec).spec == prepared.spec
+    with pytest.raises(SandboxError, match="project= and purpose="):
+        ana.prepare(BY_SEX)

@@ -14,6 +14,7 @@ import math
 
 import duckdb
 import hypothesis.strategies as st
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -492,6 +493,57 @@ def test_random_numeric_filters_hold_or_are_contradictory(
     if integers:
         assert all(isinstance(v, int) for v in values)
     assert all(math.isfinite(v) for v in values)
+
+
+_TINY32 = float(np.nextafter(np.float32(0.0), np.float32(1.0)))  # smallest float32 above 0
+_AFTER_HALF32 = float(np.nextafter(np.float32(0.5), np.float32(1.0)))
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        # Draws in [-tiny, tiny] used to become -0.0 or 0.0 in the float32 cast, after the
+        # exclusion of 0.0 had been checked on the float64 draws.
+        (f("score", FilterOp.BETWEEN, -_TINY32, _TINY32), f("score", FilterOp.NE, 0.0)),
+        (f("score", FilterOp.BETWEEN, -_TINY32, -0.0), f("score", FilterOp.NE, 0.0)),
+        (f("score", FilterOp.BETWEEN, -0.0, _TINY32), f("score", FilterOp.NE, _TINY32)),
+        # Two adjacent float32 numbers, one excluded.
+        (
+            f("score", FilterOp.GE, 0.5),
+            f("score", FilterOp.LE, _AFTER_HALF32),
+            f("score", FilterOp.NE, 0.5),
+        ),
+    ],
+)
+def test_float32_values_avoid_excluded_numbers_after_rounding(filters: tuple[Filter, ...]) -> None:
+    """Regression (from the property test above): float32 rounding and -0.0 vs ``!=``."""
+    for seed in range(5):
+        table = mock_rows(INFO, 50, seed=seed, job=job(*filters))
+        values = table.column("score").to_pylist()
+        for flt in filters:
+            assert all(_python_holds(v, flt) for v in values), (flt, values)
+            assert matches(table, flt) == 50
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        # Every float32 (resp. float64) number of the interval is excluded.
+        (
+            f("score", FilterOp.BETWEEN, -0.0, _TINY32),
+            f("score", FilterOp.NE, 0.0),
+            f("score", FilterOp.NE, _TINY32),
+        ),
+        (
+            f("bmi", FilterOp.BETWEEN, 0.0, 5e-324),
+            f("bmi", FilterOp.NE, 0.0),
+            f("bmi", FilterOp.NE, 5e-324),
+        ),
+    ],
+)
+def test_an_interval_of_excluded_floats_is_contradictory(filters: tuple[Filter, ...]) -> None:
+    with pytest.raises(InvalidJobSpec, match=f"column '{filters[0].column}'"):
+        mock_rows(INFO, 10, seed=1, job=job(*filters))
 
 
 @st.composite

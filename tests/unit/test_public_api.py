@@ -40,6 +40,7 @@ EXPECTED_ALL = [
     "PermissionDenied",
     "PolicyDenied",
     "PolicyInvalid",
+    "PreparedJob",
     "Project",
     "Query",
     "QuotaExceeded",
@@ -103,7 +104,9 @@ def _public_methods(cls: type) -> list[tuple[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize("cls", [sandbox.Client, sandbox.Job, sandbox.Query, sandbox.Result])
+@pytest.mark.parametrize(
+    "cls", [sandbox.Client, sandbox.Job, sandbox.PreparedJob, sandbox.Query, sandbox.Result]
+)
 def test_no_protobuf_in_public_signatures(cls: type) -> None:
     methods = [*_public_methods(cls), ("__init__", cls.__init__)]
     assert methods
@@ -134,3 +137,7 @@ def test_client_signature_sanity() -> None:
     assert hints["return"] is sandbox.Job
     assert typing.get_type_hints(sandbox.Client.datasets)["return"] == list[sandbox.DatasetInfo]
     assert typing.get_type_hints(sandbox.Client.quota)["return"] is sandbox.QuotaUsage
+    assert typing.get_type_hints(sandbox.Client.prepare)["return"] is sandbox.PreparedJob
+    assert typing.get_type_hints(sandbox.PreparedJob.preview)["return"] is sandbox.Estimate
+    assert typing.get_type_hints(sandbox.PreparedJob.submit)["return"] is sandbox.Job
+    assert typing.get_type_hints(sandbox.PreparedJob.run)["return"] is sandbox.Result
