@@ -52,6 +52,7 @@ from sandbox._model import (
 )
 from sandbox.audit import AuditLog
 from sandbox.disclosure import (
+    NeedsExactContributions,
     NoiseTerms,
     Settings,
     cell_key_table,
@@ -212,9 +213,14 @@ class JobPipeline:
                 measure_ranges={},
             )
             job_plan = plan(vetted.spec, record, vetted.policy)
-            pads = _record_key_pads(self._db, vetted.policy)
-            raw = self._engine.run(f"preview-{secrets.token_hex(8)}", job_plan, pads)
-        table = disclose(raw, vetted.spec, job_plan, record, vetted.policy, vetted.terms)
+            _, table = self._compute(
+                f"preview-{secrets.token_hex(8)}",
+                vetted.spec,
+                job_plan,
+                record,
+                vetted.policy,
+                vetted.terms,
+            )
         rows = tuple(
             replace(r, cells=tuple(replace(c, value=None, ci=None) for c in r.cells))
             for r in table.rows
@@ -424,9 +430,8 @@ class JobPipeline:
             with self._db.write() as conn:
                 if not self._jobs.start(conn, job_id):
                     return  # cancelled while queued
-            raw = self._engine.run(job_id, job_plan, _record_key_pads(self._db, policy))
+            raw, table = self._compute(job_id, info.spec, job_plan, record, policy, terms)
             _ensure_unchanged(record)  # what was read is what was registered
-            table = disclose(raw, info.spec, job_plan, record, policy, terms)
             persons = None if terms is not None else {c.keys: c.persons for c in raw.cells}
             released = self._release(info, table, record, policy, persons)
         except (DisclosureControl, PolicyDenied) as exc:
@@ -440,6 +445,26 @@ class JobPipeline:
             self._finish_unreleased(job_id, JobState.FAILED, failure, record.row_count)
         finally:
             self._signal(job_id, released)
+
+    def _compute(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        job_plan: Plan,
+        record: DatasetRecord,
+        policy: Policy,
+        terms: NoiseTerms | None,
+    ) -> tuple[RawTable, ResultTable]:
+        """Run a plan and protect its table; where the dominance screen cannot clear a cell,
+        run the plan that reports each cell's largest contributions exactly, and use that."""
+        pads = _record_key_pads(self._db, policy)
+        raw = self._engine.run(job_id, job_plan, pads)
+        try:
+            return raw, disclose(raw, spec, job_plan, record, policy, terms)
+        except NeedsExactContributions:
+            exact = plan(spec, record, policy, screen=False)
+            raw = self._engine.run(job_id, exact, pads)
+            return raw, disclose(raw, spec, exact, record, policy, terms)
 
     def _release(
         self,

@@ -23,10 +23,12 @@ from sandbox.disclosure._differencing import (
 from sandbox.disclosure._dominance import (
     RULE_DOMINANCE,
     RULE_P_PERCENT,
+    NeedsExactContributions,
     failed_rule,
     nk_fails,
     p_percent_fails,
     person_contributions,
+    screen_passes,
 )
 from sandbox.disclosure._noised import NoiseTerms, noise_terms, protect_noised
 from sandbox.disclosure._quantile import (
@@ -57,6 +59,7 @@ __all__ = [
     "RULE_QUANTILE",
     "RULE_QUERY_SET",
     "RULE_ROUNDING",
+    "NeedsExactContributions",
     "NoiseTerms",
     "PTable",
     "RecordKeySecret",
@@ -84,4 +87,5 @@ __all__ = [
     "released_cell",
     "rule_quantile",
     "score_sensitivity",
+    "screen_passes",
 ]

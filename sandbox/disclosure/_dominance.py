@@ -69,6 +69,27 @@ def p_percent_fails(top: Sequence[Number], total: Number, p: Fraction) -> bool:
     return Fraction(total) - x1 - x2 < p * x1
 
 
+class NeedsExactContributions(Exception):
+    """A cell's largest contribution alone cannot clear it: compute its largest ``n`` exactly."""
+
+
+def screen_passes(
+    largest: Number, total: Number, dominance: DominanceRule | None, p_percent: Fraction | None
+) -> bool:
+    """Whether a cell passes every rule on, knowing only its largest contribution ``x1``.
+
+    The ``n`` largest hold at most ``n * x1``, so the (n, k) rule passes if that is at most
+    ``k * total``; the rest beyond the two largest is at least ``total - 2 * x1``, so the p% rule
+    passes if that is at least ``p * x1``. Otherwise the exact largest contributions decide.
+    """
+    if not (math.isfinite(largest) and math.isfinite(total)):
+        return False
+    x1, whole = abs(Fraction(largest)), Fraction(total)
+    if dominance is not None and dominance.n * x1 > dominance.k * whole:
+        return False
+    return p_percent is None or whole - 2 * x1 >= p_percent * x1
+
+
 def failed_rule(
     top: Sequence[Number],
     total: Number,

@@ -30,8 +30,10 @@ from sandbox._model import (
 from sandbox.disclosure._dominance import (
     RULE_DOMINANCE,
     RULE_P_PERCENT,
+    NeedsExactContributions,
     failed_rule,
     needed_top,
+    screen_passes,
 )
 from sandbox.disclosure._margins import grid_keys, key_order, suppress_complements
 from sandbox.disclosure._quantile import rule_quantile
@@ -101,8 +103,11 @@ def protect(
         )
     rows: list[ResultRow] = []
     empty = RawCell((), 0, tuple(None for _ in spec.aggregates))
-    # Contributions reported for fewer contributors than the rules need cannot be checked.
-    checkable = raw.contribution_top >= needed_top(settings.dominance, settings.p_percent)
+    # Contributions reported for fewer contributors than the rules need cannot be checked,
+    # except that the largest alone clears most cells (a screen, see ``screen_passes``).
+    needed = needed_top(settings.dominance, settings.p_percent)
+    checkable = raw.contribution_top >= needed
+    screened = 0 < raw.contribution_top < needed
     for key in keys:
         cell = cells.get(key, empty)
         out: list[Cell] = []
@@ -115,7 +120,8 @@ def protect(
                 released = rule_quantile(hist, grid, agg.level, settings.min_persons)
             if agg.function in _MAGNITUDE and released.status != CellStatus.SUPPRESSED:
                 contributions = cell.contributions[j] if j < len(cell.contributions) else None
-                rule = _dominance(cell.persons, contributions if checkable else None, settings)
+                given = contributions if checkable or screened else None
+                rule = _dominance(cell.persons, given, settings, screened)
                 if rule:
                     released = Cell(None, CellStatus.SUPPRESSED, rule)
             out.append(released)
@@ -140,12 +146,23 @@ def protect(
 _MAGNITUDE = (AggFunc.SUM, AggFunc.MEAN)
 
 
-def _dominance(persons: int, contributions: Contributions | None, s: Settings) -> str:
-    """The dominance rule a magnitude cell fails, or "" (also when no rule is on)."""
+def _dominance(
+    persons: int, contributions: Contributions | None, s: Settings, screened: bool = False
+) -> str:
+    """The dominance rule a magnitude cell fails, or "" (also when no rule is on).
+
+    Raises:
+        NeedsExactContributions: ``screened`` contributions (the largest only) do not clear it.
+    """
     if (s.dominance is None and s.p_percent is None) or persons == 0:
         return ""  # no rule, or a structural zero: no one contributes
     if contributions is None:  # not computed for these rules: fail closed
         return RULE_DOMINANCE if s.dominance is not None else RULE_P_PERCENT
+    if screened:
+        largest = contributions.top[0] if contributions.top else 0
+        if screen_passes(largest, contributions.total, s.dominance, s.p_percent):
+            return ""
+        raise NeedsExactContributions
     return failed_rule(contributions.top, contributions.total, s.dominance, s.p_percent)
 
 

@@ -18,8 +18,7 @@ import duckdb
 
 from sandbox._errors import JobCancelled, JobFailed
 from sandbox._model import TOTAL, Key
-from sandbox.engine._cache import SourceCache
-from sandbox.engine._plan import KeySpace, Plan, RecordKeySlot, SourceSlot, quote_ident
+from sandbox.engine._plan import KeySpace, Plan, RecordKeySlot, quote_ident
 from sandbox.engine._quantile import QuantileGrid, histogram_counts
 
 
@@ -85,13 +84,11 @@ def file_fingerprint(path: Path | str) -> str:
 
 
 class Engine:
-    def __init__(self, threads: int = 2, memory_limit: str = "", cache_rows: int = 0) -> None:
-        """``cache_rows``: rows of small registered files kept in memory, in all (0: none)."""
+    def __init__(self, threads: int = 2, memory_limit: str = "") -> None:
         config: dict[str, str | bool | int | float | list[str]] = {"threads": threads}
         if memory_limit:
             config["memory_limit"] = memory_limit
         self._db = duckdb.connect(":memory:", config=config)
-        self._cache = SourceCache(self._db, cache_rows, file_fingerprint)
         self._running: dict[str, duckdb.DuckDBPyConnection] = {}
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
@@ -104,12 +101,7 @@ class Engine:
     ) -> RawTable:
         """Run a plan; ``record_key_pads`` (outer, inner) fill its ``RecordKeySlot``s."""
         params = _fill_slots(plan.params, record_key_pads, job_id)
-        cached = self._cache.acquire(plan.source) if plan.source else None
-        try:
-            rows = self._execute(job_id, *_bind_source(plan, params, cached))
-        finally:
-            if cached is not None:
-                self._cache.release(cached)
+        rows = self._execute(job_id, plan.sql, params)
         return self._raw_table(plan, rows)
 
     def _execute(self, job_id: str, sql: str, params: list[object]) -> list[tuple[Any, ...]]:
@@ -237,18 +229,6 @@ class Engine:
         return SourceFacts(types, int(row[0]), int(row[1]), digest.hexdigest(), ranges, before)
 
 
-def _bind_source(plan: Plan, params: list[object], table: str | None) -> tuple[str, list[object]]:
-    """The plan's SQL and parameters reading the source file, or its in-memory copy ``table``."""
-    if table is None:
-        path = plan.source.path if plan.source else ""
-        return plan.sql, [path if p is SourceSlot.FILE else p for p in params]
-    assert plan.source is not None
-    return (
-        plan.sql.replace(plan.source.reader, table),
-        [p for p in params if p is not SourceSlot.FILE],
-    )
-
-
 def _fill_slots(
     params: tuple[object, ...], pads: tuple[bytes, bytes] | None, job_id: str
 ) -> list[object]:
@@ -290,7 +270,10 @@ def _contributions(plan: Plan, stats: tuple[object, ...]) -> tuple[Contributions
 
 
 def _items(v: object) -> list[object]:
-    return list(v) if isinstance(v, list | tuple) else []
+    """The values of a top-n list column, or of a plain maximum (one value)."""
+    if isinstance(v, list | tuple):
+        return list(v)
+    return [] if v is None else [v]
 
 
 def _number(v: object) -> float | int | None:

@@ -40,13 +40,6 @@ class RecordKeySlot(enum.Enum):
     INNER = "inner"
 
 
-class SourceSlot(enum.Enum):
-    """The placeholder in ``Plan.params`` for the source file's path, which ``Engine.run``
-    fills in, or drops when it reads the engine's in-memory copy of the registered file."""
-
-    FILE = "file"
-
-
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -59,17 +52,6 @@ class KeySpace:
     labels: tuple[Scalar, ...] | None
     binned: bool = False
     """The engine returns the bin's index; ``labels[index]`` is the key."""
-
-
-@dataclass(frozen=True)
-class Source:
-    """The registered file a plan reads: ``reader`` is its text in ``Plan.sql`` (one bound
-    ``SourceSlot.FILE`` parameter per occurrence); ``version`` its registered fingerprint."""
-
-    path: str
-    reader: str
-    version: str
-    rows: int
 
 
 @dataclass(frozen=True)
@@ -93,7 +75,6 @@ class Plan:
     """Rows carry each cell's key (cell-key mode) before any GROUPING id."""
     bounded_rows: bool = False
     """DP contribution bounding: rows end with each cell's capped count of rows."""
-    source: Source | None = None
     quantile_grids: tuple[QuantileGrid | None, ...] = ()
     """Per aggregate, the grid of a median or quantile, whose value column is then a
     histogram of interval indexes (empty: the job has none)."""
@@ -190,6 +171,27 @@ def _clamped(column: str, policy: Policy, record: DatasetRecord, params: list[ob
     return f"(CASE WHEN {col} < ? THEN ? WHEN {col} > ? THEN ? ELSE {col} END)"
 
 
+def _top_sql(size: str, top: int, params: list[object], i: int) -> str:
+    """The ``top`` largest contributions of a cell as column ``t{i}``: a plain maximum for one
+    (much cheaper than DuckDB's top-n list aggregate), else a list of the largest."""
+    if top == 1:
+        return f"max({size}) AS t{i}"
+    params.append(top)
+    return f"max({size}, ?) AS t{i}"
+
+
+def _magnitude(expr: str, column: str, policy: Policy) -> str:
+    """The absolute value of a (clamped) measure expression, for the dominance rules.
+
+    Values lie within the declared bounds (clamped, or seen within them at registration), so
+    with a lower bound of at least 0 the expression is its own absolute value.
+    """
+    col_policy = policy.column(column)
+    if col_policy is not None and col_policy.bounds is not None and col_policy.bounds[0] >= 0:
+        return expr
+    return f"abs({expr})"
+
+
 _MAGNITUDE = (AggFunc.SUM, AggFunc.MEAN)
 _SPREAD = (AggFunc.VARIANCE, AggFunc.STDDEV)
 _SQL_AGGREGATES = {
@@ -233,8 +235,14 @@ class _Parts:
     cond_params: list[object]
 
 
-def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
-    """Build the query for an already-authorised spec."""
+def plan(spec: JobSpec, record: DatasetRecord, policy: Policy, *, screen: bool = True) -> Plan:
+    """Build the query for an already-authorised spec.
+
+    With ``screen`` (the default), a cell's contributions report only the largest one when the
+    dominance rules need more: enough to clear most cells (see ``disclosure.screen_passes``) at
+    the cost of a plain maximum. Disclosure asks for the ``screen=False`` plan when some cell
+    needs the exact largest contributions.
+    """
     types = record.column_types
     for name in (
         *spec.group_by,
@@ -270,11 +278,13 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
         key_params=key_params,
         key_names=[f"k{i}" for i in range(len(keys))],
         reader=reader,
-        source=SourceSlot.FILE,
+        source=record.source,
         where=" WHERE " + " AND ".join(conds) if conds else "",
         cond_params=cond_params,
     )
     top = contribution_top(spec, policy)
+    if screen:
+        top = min(top, 1)
     measures = tuple(dict.fromkeys(a.column for a in spec.aggregates if a.function in _MAGNITUDE))
     if not top:
         measures = ()
@@ -310,7 +320,6 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy) -> Plan:
         contribution_measures=measures,
         cell_keys=policy.disclosure.noise.cell_key,
         bounded_rows=bounded and bounds is not None,
-        source=Source(record.source, reader, record.file_fingerprint, record.row_count),
         quantile_grids=grids,
         contribution_of=(
             tuple(
@@ -363,9 +372,10 @@ def _row_query(
         aggs.append(f"{expr} AS v{j}")
     # One row per person: each row's (clamped) value is a person's whole contribution.
     for i, column in enumerate(measures):
-        aggs.append(f"sum(abs({_clamped(column, policy, record, select_params)})) AS a{i}")
-        aggs.append(f"max(abs({_clamped(column, policy, record, select_params)}), ?) AS t{i}")
-        select_params.append(top)
+        size = _magnitude(_clamped(column, policy, record, select_params), column, policy)
+        aggs.append(f"sum({size}) AS a{i}")
+        size = _magnitude(_clamped(column, policy, record, select_params), column, policy)
+        aggs.append(_top_sql(size, top, select_params, i))
     if policy.disclosure.noise.cell_key:
         aggs.append(f"{_cell_key_sql(pk, record.persons_unique)} AS ck")
         select_params += [RecordKeySlot.OUTER, RecordKeySlot.INNER]
@@ -434,6 +444,7 @@ def _per_person_query(
     )
     inner_params += [parts.source, *parts.cond_params]
     outer: list[str] = ["count(_p) AS persons"]
+    outer_params: list[object] = []
     for j, agg in enumerate(spec.aggregates):
         if agg.function == AggFunc.COUNT:
             expr = "coalesce(sum(_c), 0)"
@@ -453,8 +464,8 @@ def _per_person_query(
             expr = f"sum(_s{i}) / nullif(sum(_n{i}), 0)"
         outer.append(f"{expr} AS v{j}")
     for i in range(len(measures)):
-        outer += [f"sum(abs(_s{i})) AS a{i}", f"max(abs(_s{i}), ?) AS t{i}"]
-    outer_params: list[object] = [top] * len(measures)
+        size = _magnitude(f"_s{i}", measures[i], policy)
+        outer += [f"sum({size}) AS a{i}", _top_sql(size, top, outer_params, i)]
     select = ", ".join([*parts.key_names, *outer])
     group = f" GROUP BY {', '.join(parts.key_names)}" if parts.keys else ""
     if not with_total:

@@ -10,18 +10,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sandbox._model import AggFunc, Aggregate, CellStatus, Filter, FilterOp, JobSpec
 from sandbox.disclosure import (
     RULE_DOMINANCE,
     RULE_MIN_PERSONS,
     RULE_P_PERCENT,
+    NeedsExactContributions,
     Settings,
     failed_rule,
     nk_fails,
     p_percent_fails,
     person_contributions,
     protect,
+    screen_passes,
 )
 from sandbox.engine import Contributions, Engine, KeySpace, RawCell, RawTable, plan
 from sandbox.policy import (
@@ -224,9 +228,9 @@ def test_a_small_cell_keeps_the_min_persons_rule() -> None:
 
 
 def test_missing_contributions_fail_closed() -> None:
-    # Rules on, but the engine reported no contributions (or too few): nothing is assumed.
+    # Rules on, but the engine reported no contributions: nothing is assumed.
     no_stats = RawCell(("A",), 20, (20, 1000.0, 50.0, 1000.0))
-    for raw in (_raw(no_stats, top=0), _raw(_cell("A", 20, SPREAD, SPREAD), top=1)):
+    for raw in (_raw(no_stats, top=0), _raw(no_stats, top=1)):
         table = protect(raw, SPEC, KEYS, _settings(dominance=NK))
         count, *magnitudes = table.rows[0].cells
         assert count.status == CellStatus.RELEASED
@@ -324,8 +328,9 @@ def _reference(frame: pd.DataFrame, column: str, lo: float, hi: float) -> list[F
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 @pytest.mark.parametrize("several_rows", [False, True], ids=["one-row", "several-rows"])
 @pytest.mark.parametrize("filtered", [False, True], ids=["all", "filtered"])
+@pytest.mark.parametrize("screen", [False, True], ids=["exact", "screen"])
 def test_engine_contributions_match_the_reference(
-    tmp_path: Path, fmt: str, several_rows: bool, filtered: bool
+    tmp_path: Path, fmt: str, several_rows: bool, filtered: bool, screen: bool
 ) -> None:
     frame = _frame(several_rows)
     engine, record, policy = _world(tmp_path, frame, fmt)
@@ -345,8 +350,9 @@ def test_engine_contributions_match_the_reference(
         ("region", "age"),
         filters,
     )
-    with_rules = plan(spec, record, policy)
-    assert with_rules.contribution_top == 3
+    with_rules = plan(spec, record, policy, screen=screen)
+    top = 1 if screen else 3  # the screen reports the largest contribution only
+    assert with_rules.contribution_top == top
     assert with_rules.contribution_measures == ("amount", "hours")
     assert with_rules.contribution_of == (-1, 0, -1, 1, 0)
     without = plan(spec, record, dataclasses.replace(policy, disclosure=_no_rules(policy)))
@@ -354,7 +360,7 @@ def test_engine_contributions_match_the_reference(
     raw = engine.run("with", with_rules)
     plain = engine.run("without", without)
     engine.close()
-    assert raw.contribution_top == 3
+    assert raw.contribution_top == top
     # The released numbers do not depend on whether contributions are computed.
     assert raw.query_set_persons == plain.query_set_persons
     by_keys = {c.keys: c for c in plain.cells}
@@ -382,7 +388,7 @@ def test_engine_contributions_match_the_reference(
             assert stats is not None
             expected = _reference(group, column, lo, hi)
             assert Fraction(stats.total) == sum(expected, Fraction(0))
-            assert [Fraction(v) for v in stats.top] == expected[:3]
+            assert [Fraction(v) for v in stats.top] == expected[:top]
 
 
 def _no_rules(policy: Policy) -> DisclosureSettings:
@@ -405,7 +411,8 @@ def test_no_contributions_in_dp_mode_or_without_magnitudes(tmp_path: Path) -> No
     only_p = dataclasses.replace(
         policy, disclosure=dataclasses.replace(policy.disclosure, dominance=None)
     )
-    assert plan(sums, record, only_p).contribution_top == 2
+    assert plan(sums, record, only_p, screen=False).contribution_top == 2
+    assert plan(sums, record, only_p).contribution_top == 1
 
 
 def test_the_sql_holds_no_filter_value(tmp_path: Path) -> None:
@@ -422,3 +429,40 @@ def test_the_sql_holds_no_filter_value(tmp_path: Path) -> None:
     job = plan(spec, record, policy)
     assert "zz_secret_region" not in job.sql and "31" not in job.sql
     assert "zz_secret_region" in job.params and 31 in job.params
+
+
+# ---- the screen: the largest contribution alone clears most cells -----------------------------
+@pytest.mark.parametrize(
+    ("contributions", "clears"),
+    [(SPREAD, True), (DOMINATED, False), (NEAR, False), (CLOSE, False)],
+    ids=["spread", "dominated", "near", "close"],
+)
+def test_a_screened_cell_is_released_or_sent_for_exact_contributions(
+    contributions: Contributions, clears: bool
+) -> None:
+    screened = Contributions(contributions.total, contributions.top[:1])
+    raw = _raw(_cell("A", 20, screened, SPREAD), top=1)
+    settings = _settings(dominance=NK, p_percent=P)
+    if clears:
+        table = protect(raw, SPEC, KEYS, settings)
+        assert all(c.status == CellStatus.RELEASED for c in table.rows[0].cells)
+        exact = protect(_raw(_cell("A", 20, contributions, SPREAD)), SPEC, KEYS, settings)
+        assert table == exact  # the screen decides as the exact rules do
+    else:
+        with pytest.raises(NeedsExactContributions):
+            protect(raw, SPEC, KEYS, settings)
+
+
+@given(
+    values=st.lists(st.integers(0, 10**6), min_size=1, max_size=12),
+    n=st.integers(1, 4),
+    k=st.fractions(Fraction(1, 100), Fraction(99, 100)),
+    p=st.one_of(st.none(), st.fractions(Fraction(1, 100), Fraction(1, 2))),
+)
+def test_the_screen_never_clears_a_cell_the_exact_rules_fail(
+    values: list[int], n: int, k: Fraction, p: Fraction | None
+) -> None:
+    top = sorted(values, reverse=True)
+    rule = DominanceRule(n=n, k=k)
+    if screen_passes(top[0], sum(values), rule, p):
+        assert failed_rule(top, sum(values), rule, p) == ""
