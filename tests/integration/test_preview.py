@@ -63,7 +63,8 @@ def test_quota_shortfalls_are_reported(pums_world: World) -> None:
     assert not estimate.allowed and estimate.rule_ids == ("quota.jobs_total",)
 
 
-def test_dp_cost_and_budget(world_factory: Callable[..., World]) -> None:
+def _dp_world(world_factory: Callable[..., World]) -> World:
+    """PUMS in DP mode: ε 1/4 per job, 1/2 per project."""
     noised = pums_policy("pums", "pums.csv").replace(
         "rounding_base: 1}",
         "rounding_base: 1, noise: {mechanism: discrete_laplace, epsilon_per_job: 0.25},"
@@ -72,6 +73,11 @@ def test_dp_cost_and_budget(world_factory: Callable[..., World]) -> None:
     world = world_factory({"pums": noised}, {"pums.csv": PUMS_DIR / "PUMS_pid.csv"})
     world.register("pums")
     world.project("census-study", (("pums", "research"),))
+    return world
+
+
+def test_dp_cost_and_budget(world_factory: Callable[..., World]) -> None:
+    world = _dp_world(world_factory)
     ana = world.client("ana")
     estimate = ana.estimate(BY_SEX, project="census-study", purpose="research")
     assert estimate.allowed and estimate.epsilon == "1/4"
@@ -174,14 +180,7 @@ def test_a_prepared_refused_job_previews_the_refusal_and_its_rule(pums_world: Wo
 def test_a_prepared_dp_job_previews_its_epsilon_without_spending_it(
     world_factory: Callable[..., World],
 ) -> None:
-    noised = pums_policy("pums", "pums.csv").replace(
-        "rounding_base: 1}",
-        "rounding_base: 1, noise: {mechanism: discrete_laplace, epsilon_per_job: 0.25},"
-        " budget: {epsilon_per_project: 0.5}}",
-    )
-    world = world_factory({"pums": noised}, {"pums.csv": PUMS_DIR / "PUMS_pid.csv"})
-    world.register("pums")
-    world.project("census-study", (("pums", "research"),))
+    world = _dp_world(world_factory)
     ana = world.client("ana")
     prepared = ana.prepare(BY_SEX, project="census-study", purpose="research")
     for _ in range(3):  # more previews than the budget has jobs: none of them spends ε
