@@ -55,7 +55,9 @@ class Sandbox:
     def __init__(self, config: ServerConfig, *, today: Today = _utc_today) -> None:
         self.config = config
         self.db = Database(config.db_path)
-        self.engine = Engine(config.engine_threads, config.engine_memory_limit)
+        self.engine = Engine(
+            config.engine_threads, config.engine_memory_limit, config.engine_cache_rows
+        )
         self.principals = Principals(self.db)
         self.projects = Projects(self.db)
         self.catalogue = Catalogue(self.db)

@@ -41,6 +41,8 @@ class ServerConfig:
     max_wait_s: float = 30.0
     engine_threads: int = 2
     engine_memory_limit: str = ""
+    engine_cache_rows: int = 2_000_000
+    """Rows of small registered files the engine keeps in memory, in all (0: none)."""
     max_mock_rows: int = 100_000
     """Most synthetic rows one MockRows call may ask for."""
     tls: TLSConfig | None = None

@@ -18,7 +18,8 @@ import duckdb
 
 from sandbox._errors import JobCancelled, JobFailed
 from sandbox._model import TOTAL, Key
-from sandbox.engine._plan import KeySpace, Plan, RecordKeySlot, quote_ident
+from sandbox.engine._cache import SourceCache
+from sandbox.engine._plan import KeySpace, Plan, RecordKeySlot, SourceSlot, quote_ident
 from sandbox.engine._quantile import QuantileGrid, histogram_counts
 
 
@@ -84,11 +85,13 @@ def file_fingerprint(path: Path | str) -> str:
 
 
 class Engine:
-    def __init__(self, threads: int = 2, memory_limit: str = "") -> None:
+    def __init__(self, threads: int = 2, memory_limit: str = "", cache_rows: int = 0) -> None:
+        """``cache_rows``: rows of small registered files kept in memory, in all (0: none)."""
         config: dict[str, str | bool | int | float | list[str]] = {"threads": threads}
         if memory_limit:
             config["memory_limit"] = memory_limit
         self._db = duckdb.connect(":memory:", config=config)
+        self._cache = SourceCache(self._db, cache_rows, file_fingerprint)
         self._running: dict[str, duckdb.DuckDBPyConnection] = {}
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
@@ -101,7 +104,12 @@ class Engine:
     ) -> RawTable:
         """Run a plan; ``record_key_pads`` (outer, inner) fill its ``RecordKeySlot``s."""
         params = _fill_slots(plan.params, record_key_pads, job_id)
-        rows = self._execute(job_id, plan.sql, params)
+        cached = self._cache.acquire(plan.source) if plan.source else None
+        try:
+            rows = self._execute(job_id, *_bind_source(plan, params, cached))
+        finally:
+            if cached is not None:
+                self._cache.release(cached)
         return self._raw_table(plan, rows)
 
     def _execute(self, job_id: str, sql: str, params: list[object]) -> list[tuple[Any, ...]]:
@@ -227,6 +235,18 @@ class Engine:
             if row[2 + 2 * i] is not None
         }
         return SourceFacts(types, int(row[0]), int(row[1]), digest.hexdigest(), ranges, before)
+
+
+def _bind_source(plan: Plan, params: list[object], table: str | None) -> tuple[str, list[object]]:
+    """The plan's SQL and parameters reading the source file, or its in-memory copy ``table``."""
+    if table is None:
+        path = plan.source.path if plan.source else ""
+        return plan.sql, [path if p is SourceSlot.FILE else p for p in params]
+    assert plan.source is not None
+    return (
+        plan.sql.replace(plan.source.reader, table),
+        [p for p in params if p is not SourceSlot.FILE],
+    )
 
 
 def _fill_slots(

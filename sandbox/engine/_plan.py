@@ -40,6 +40,13 @@ class RecordKeySlot(enum.Enum):
     INNER = "inner"
 
 
+class SourceSlot(enum.Enum):
+    """The placeholder in ``Plan.params`` for the source file's path, which ``Engine.run``
+    fills in, or drops when it reads the engine's in-memory copy of the registered file."""
+
+    FILE = "file"
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -52,6 +59,20 @@ class KeySpace:
     labels: tuple[Scalar, ...] | None
     binned: bool = False
     """The engine returns the bin's index; ``labels[index]`` is the key."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """The registered file a plan reads: ``reader`` is its text in ``Plan.sql`` (one bound
+    ``SourceSlot.FILE`` parameter per occurrence); ``version`` its registered fingerprint."""
+
+    path: str
+    reader: str
+    version: str
+    rows: int
+    cacheable: bool = True
+    """Whether an in-memory copy serves this plan well: not when it groups by text, which
+    DuckDB groups faster from Parquet's dictionary encoding than from an uncompressed copy."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +94,7 @@ class Plan:
     """Per aggregate: its index in ``contribution_measures``, or -1 (empty: none reported)."""
     cell_keys: bool = False
     """Rows carry each cell's key (cell-key mode) before any GROUPING id."""
+    source: Source | None = None
     bounded_rows: bool = False
     """DP contribution bounding: rows end with each cell's capped count of rows."""
     quantile_grids: tuple[QuantileGrid | None, ...] = ()
@@ -278,7 +300,7 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy, *, screen: bool =
         key_params=key_params,
         key_names=[f"k{i}" for i in range(len(keys))],
         reader=reader,
-        source=record.source,
+        source=SourceSlot.FILE,
         where=" WHERE " + " AND ".join(conds) if conds else "",
         cond_params=cond_params,
     )
@@ -319,6 +341,17 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy, *, screen: bool =
         contribution_top=top if measures else 0,
         contribution_measures=measures,
         cell_keys=policy.disclosure.noise.cell_key,
+        source=Source(
+            record.source,
+            reader,
+            record.file_fingerprint,
+            record.row_count,
+            cacheable=not any(
+                types[c].upper().startswith(("VARCHAR", "TEXT", "STRING"))
+                for c, space in zip(spec.group_by, spaces, strict=True)
+                if not space.binned
+            ),
+        ),
         bounded_rows=bounded and bounds is not None,
         quantile_grids=grids,
         contribution_of=(

@@ -10,11 +10,14 @@ from sandbox import CellStatus, JobState, QuotaLimits
 from tests.conftest import PUMS_DIR, World, pums_policy
 
 
-@pytest.fixture
-def exact_world(world_factory) -> World:
+@pytest.fixture(params=[2_000_000, 0], ids=["in-memory-copy", "from-file"])
+def exact_world(world_factory, request: pytest.FixtureRequest) -> World:
     # k = 1 and rounding base 1: nothing suppressed or rounded, so values must match exactly.
+    # Jobs read the engine's in-memory copy of the registered file, or (no cache) the file.
     world = world_factory(
-        {"pums": pums_policy("pums", "pums.csv", k=1)}, {"pums.csv": PUMS_DIR / "PUMS_pid.csv"}
+        {"pums": pums_policy("pums", "pums.csv", k=1)},
+        {"pums.csv": PUMS_DIR / "PUMS_pid.csv"},
+        engine_cache_rows=request.param,
     )
     world.register("pums")
     world.project("p1", (("pums", "research"),))

@@ -466,3 +466,13 @@ def test_the_screen_never_clears_a_cell_the_exact_rules_fail(
     rule = DominanceRule(n=n, k=k)
     if screen_passes(top[0], sum(values), rule, p):
         assert failed_rule(top, sum(values), rule, p) == ""
+
+
+def test_only_plans_that_group_by_numbers_may_read_an_in_memory_copy(tmp_path: Path) -> None:
+    engine, record, policy = _world(tmp_path, _frame(False), "parquet")
+    engine.close()
+    count = (Aggregate(AggFunc.COUNT),)
+    by_text = plan(JobSpec("payments", "p", "research", count, ("region",)), record, policy)
+    by_bins = plan(JobSpec("payments", "p", "research", count, ("age",)), record, policy)
+    assert by_text.source is not None and not by_text.source.cacheable
+    assert by_bins.source is not None and by_bins.source.cacheable
