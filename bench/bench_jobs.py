@@ -59,7 +59,9 @@ def prepare(work: Path, sizes: list[int], small: int) -> None:
         (work / "policies" / f"{ds}.yaml").write_text(text)
 
 
-def start_server(work: Path) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
+def start_server(
+    work: Path, processes: int = 1
+) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
     state = work / "state"
     shutil.rmtree(state, ignore_errors=True)
     import socket
@@ -71,7 +73,7 @@ def start_server(work: Path) -> tuple[subprocess.Popen[bytes], str, dict[str, st
     config.write_text(
         f'[server]\nlisten = "127.0.0.1:{port}"\nstate_dir = "state"\ndata_root = "data"\n'
         f'policy_dir = "policies"\nworkers = 2\nrpc_threads = 32\nmax_concurrent_rpcs = 128\n'
-        f"engine_threads = {THREADS}\n"
+        f"engine_threads = {THREADS}\nprocesses = {processes}\nallow_plaintext_tokens = true\n"
     )
     db = Database(state / "state.sqlite3")
     tokens = {}
@@ -162,9 +164,11 @@ def bench_ratio(client: Client, work: Path, size: int, runs: int) -> dict[str, f
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc)."""
+    """User + system CPU time of a process and its descendants alive now (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own + sum(cpu_seconds(int(c)) for c in children)
 
 
 def bench_throughput(
@@ -241,17 +245,23 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--small-jobs", type=int, default=3200)
     parser.add_argument(
+        "--processes", type=int, default=2, help="server processes (config 'processes')"
+    )
+    parser.add_argument(
         "--rate", type=float, default=300.0, help="open-loop run at this many jobs/s (0: skip)"
     )
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out")
     args = parser.parse_args()
     work = args.workdir.resolve()
     prepare(work, args.sizes, args.small_size)
-    proc, target, tokens = start_server(work)
+    proc, target, tokens = start_server(work, args.processes)
     try:
         datasets = [dataset_id(size) for size in sorted({*args.sizes, args.small_size})]
         create_bench_project(target, tokens["steward"], datasets, "public-health-research")
-        print(f"\n{os.cpu_count()} cores; engine threads {THREADS}; median of {args.runs} runs")
+        print(
+            f"\n{os.cpu_count()} cores; {args.processes} server processes; "
+            f"engine threads {THREADS}; median of {args.runs} runs"
+        )
         print("group-by aggregate (district: count, mean income), end to end vs raw DuckDB")
         print(f"{'residents':>12} {'sandbox ms':>11} {'duckdb ms':>10} {'ratio':>6}")
         with Client(target, token=tokens["ana"], timeout=600) as ana:

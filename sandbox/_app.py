@@ -5,20 +5,34 @@ Transport-free. The gRPC servicer calls these methods with the authenticated ``P
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from pathlib import Path
 
 from sandbox._config import ServerConfig
-from sandbox._errors import NotFound, PermissionDenied, PolicyInvalid, SandboxError
+from sandbox._errors import (
+    InvalidArgument,
+    KeyInvalid,
+    KeyMismatch,
+    NotFound,
+    PermissionDenied,
+    PolicyInvalid,
+    SandboxError,
+)
 from sandbox._model import AuditRecord as AuditRecord
 from sandbox._model import (
     ColumnInfo,
     ColumnRole,
     DatasetInfo,
     Estimate,
+    ExceptionRequest,
+    ExceptionState,
     JobInfo,
     JobSpec,
     Principal,
     Project,
+    ProjectUpdate,
+    PublicKeyInfo,
     QuotaLimits,
     QuotaUsage,
     ResultTable,
@@ -26,16 +40,34 @@ from sandbox._model import (
     VerifyReport,
 )
 from sandbox._pipeline import JobPipeline, Today, _utc_today
-from sandbox.audit import AuditLog
+from sandbox.audit import AuditLog, Checkpointer
+from sandbox.crypto import export_public_key, load_public_key, seal
+from sandbox.crypto._keys import key_fingerprint
 from sandbox.engine import Engine
 from sandbox.mock import mock_rows
 from sandbox.policy import Policy, load_policy
-from sandbox.state import Catalogue, Database, DatasetRecord, Ledger, Principals, Projects
+from sandbox.state import (
+    AtRestKeys,
+    Catalogue,
+    Database,
+    DatasetRecord,
+    Ledger,
+    Principals,
+    Projects,
+)
+from sandbox.state._exceptions import Exceptions
+from sandbox.state._exceptions import entry_fields as exception_fields
 
 STEWARDS = frozenset({Role.STEWARD, Role.ADMIN})
 PREVIEW_MOCK_ROWS = 10_000
 """Mock rows a preview runs on (fewer if the dataset is smaller)."""
 AUDITORS = frozenset({Role.COMPLIANCE, Role.ADMIN})
+KEY_HOLDERS = frozenset({Role.RESEARCHER})
+"""Who registers a public key: results are sealed only to the researcher who submitted."""
+REQUESTERS = frozenset({Role.RESEARCHER})
+"""Who asks for an exception: only the researcher whose job was refused."""
+MAX_PUBLIC_KEY_PEM_BYTES = 16 * 1024
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 
 
 def require(principal: Principal, roles: frozenset[Role], action: str) -> None:
@@ -56,19 +88,35 @@ class Sandbox:
         self.config = config
         self.db = Database(config.db_path)
         self.engine = Engine(
-            config.engine_threads, config.engine_memory_limit, config.engine_cache_rows
+            config.engine_threads,
+            config.engine_memory_limit,
+            config.engine_cache_rows,
+            spill_dir=config.engine_spill_dir,
         )
-        self.principals = Principals(self.db)
+        self.principals = Principals(self.db, allow_plaintext_tokens=config.allow_plaintext_tokens)
         self.projects = Projects(self.db)
+        self.exceptions = Exceptions(self.db)
         self.catalogue = Catalogue(self.db)
         self.audit = AuditLog(self.db)
+        self.checkpointer = Checkpointer(
+            self.audit,
+            every_entries=config.checkpoint_every_entries,
+            every_seconds=config.checkpoint_every_s,
+        )
         self._ledger = Ledger()
         self._today = today
         self.policies: dict[str, Policy] = {}
         self.stale_policies: set[str] = set()
         self._load_registered_policies()
         self.jobs = JobPipeline(
-            self.db, self.engine, self.policies, workers=config.workers, today=today
+            self.db,
+            self.engine,
+            self.policies,
+            workers=config.workers,
+            today=today,
+            at_rest=AtRestKeys.configured(
+                config.at_rest_key_file, config.at_rest_keys, config.state_dir
+            ),
         )
 
     def _load_registered_policies(self) -> None:
@@ -86,6 +134,7 @@ class Sandbox:
 
     def close(self) -> None:
         self.jobs.shutdown(wait=True)
+        self.checkpointer.stop()  # signs a final checkpoint (errors are logged, not raised)
         self.engine.close()
         self.db.close()
 
@@ -195,6 +244,11 @@ class Sandbox:
                 grants=sorted([d, p] for d, p in project.grants),
                 expires=project.expires.isoformat(),
                 quota=_quota_json(project.quota),
+                **(
+                    {"grant_expiry": [[d, u, e.isoformat()] for d, u, e in project.grant_expiry]}
+                    if project.grant_expiry
+                    else {}
+                ),
             )
         created = self.projects.get(project.id)
         assert created is not None
@@ -215,6 +269,66 @@ class Sandbox:
         updated = self.projects.get(project_id)
         assert updated is not None
         return updated
+
+    def update_project(
+        self, principal: Principal, project_id: str, update: ProjectUpdate
+    ) -> Project:
+        """Change members, grants (and their own expiry), title, expiry or quota; the next
+        job is decided on the new project. Logged as ``project.updated`` with what changed."""
+        require(principal, STEWARDS, "update projects")
+        with self.db.write() as conn:
+            updated, changes = self.projects.update(conn, project_id, update)
+            self.audit.append(
+                conn,
+                "project.updated",
+                actor=principal.name,
+                role=str(principal.role),
+                project=project_id,
+                changes=changes,
+            )
+        return updated
+
+    def expire_project(self, principal: Principal, project_id: str, reason: str = "") -> Project:
+        """End the project now: its last day becomes yesterday, so every new job is refused
+        (rule ``project.expired``). Jobs already accepted run. Logged as ``project.expired``."""
+        require(principal, STEWARDS, "expire projects")
+        with self.db.write() as conn:
+            expired, before = self.projects.expire(
+                conn, project_id, self._today() - dt.timedelta(days=1)
+            )
+            self.audit.append(
+                conn,
+                "project.expired",
+                actor=principal.name,
+                role=str(principal.role),
+                project=project_id,
+                changes={
+                    "expires": {"from": before.isoformat(), "to": expired.expires.isoformat()}
+                },
+                reason=reason,
+            )
+        return expired
+
+    def revoke_project(
+        self, principal: Principal, project_id: str, reason: str = ""
+    ) -> tuple[Project, int]:
+        """Revoke the project (final): every new job is refused (rule ``project.revoked``) and
+        its queued jobs are cancelled uncharged, its running ones interrupted. The project and
+        how many jobs were stopped. Revoking again stops any job left and logs nothing new."""
+        require(principal, STEWARDS, "revoke projects")
+        with self.db.write() as conn:
+            revoked, newly = self.projects.revoke(conn, project_id, principal.name)
+            if newly:
+                self.audit.append(
+                    conn,
+                    "project.revoked",
+                    actor=principal.name,
+                    role=str(principal.role),
+                    project=project_id,
+                    changes={"revoked": {"from": False, "to": True}},
+                    reason=reason,
+                )
+        return revoked, self.jobs.stop_project_jobs(project_id, principal)
 
     def list_projects(self, principal: Principal) -> list[Project]:
         projects = self.projects.list()
@@ -237,6 +351,57 @@ class Sandbox:
             rows_today=used.rows_today,
             rows_total=used.rows_total,
         )
+
+    # ---- exceptions to policy refusals ---------------------------------------------------
+    def request_exception(
+        self, principal: Principal, job_id: str, rule_ids: tuple[str, ...], justification: str
+    ) -> ExceptionRequest:
+        """Ask for an exception to a policy refusal of one's own job, naming the rules to
+        waive. Logged as ``exception.requested``."""
+        require(principal, REQUESTERS, "request exceptions (only the researcher refused can)")
+        job = self.jobs.get(principal, job_id)
+        with self.db.write() as conn:
+            request = self.exceptions.request(conn, principal.name, job, rule_ids, justification)
+            self.audit.append(
+                conn,
+                "exception.requested",
+                actor=principal.name,
+                role=str(principal.role),
+                **exception_fields(request),
+                justification=request.justification,
+            )
+        return request
+
+    def list_exception_requests(
+        self,
+        principal: Principal,
+        state: ExceptionState | None = None,
+        project: str = "",
+        limit: int = 100,
+    ) -> list[ExceptionRequest]:
+        """Newest first: a researcher sees their own requests, stewards and reviewers all."""
+        owner = principal.name if principal.role == Role.RESEARCHER else None
+        return self.exceptions.list(owner, state, project, limit)
+
+    def decide_exception(
+        self, principal: Principal, request_id: str, grant: bool, reason: str
+    ) -> ExceptionRequest:
+        """A steward grants or rejects a pending request (never their own); logged as
+        ``exception.granted`` or ``exception.rejected``. A grant admits one job (see
+        ``sandbox.state._exceptions``)."""
+        require(principal, STEWARDS, "decide exception requests")
+        with self.db.write() as conn:
+            decided = self.exceptions.decide(conn, request_id, principal.name, grant, reason)
+            self.audit.append(
+                conn,
+                "exception.granted" if grant else "exception.rejected",
+                actor=principal.name,
+                role=str(principal.role),
+                **exception_fields(decided),
+                decision="allow" if grant else "deny",
+                reason=decided.decision_reason,
+            )
+        return decided
 
     # ---- jobs (delegated) ----------------------------------------------------------------
     def submit(self, principal: Principal, spec: JobSpec, request_id: str = "") -> JobInfo:
@@ -299,6 +464,89 @@ class Sandbox:
             )
         return estimate
 
+    # ---- researcher keys and sealed results ----------------------------------------------
+    def register_public_key(self, principal: Principal, pem: bytes) -> PublicKeyInfo:
+        """Register (or replace) the caller's public key; later results are sealed to it.
+
+        Only researchers hold keys. The key must pass ``load_public_key`` (RSA of 3072 to 8192
+        bits, e = 65537). A replacement is logged with the fingerprint it replaced.
+        """
+        require(principal, KEY_HOLDERS, "register a public key (only researchers get results)")
+        if len(pem) > MAX_PUBLIC_KEY_PEM_BYTES:
+            raise KeyInvalid(f"a public key PEM is at most {MAX_PUBLIC_KEY_PEM_BYTES} bytes")
+        key = load_public_key(bytes(pem))
+        canonical = export_public_key(key).decode("ascii")
+        fingerprint = key_fingerprint(key).hex()
+        bits = key.size_in_bits()
+        with self.db.write() as conn:
+            previous = self.principals.set_public_key(conn, principal.name, canonical, fingerprint)
+            if previous != fingerprint:
+                self.audit.append(
+                    conn,
+                    "principal.key_replaced" if previous else "principal.key_registered",
+                    actor=principal.name,
+                    role=str(principal.role),
+                    principal=principal.name,
+                    fingerprint=fingerprint,
+                    bits=bits,
+                    **({"replaced_fingerprint": previous} if previous else {}),
+                )
+        replaced = previous if previous and previous != fingerprint else ""
+        return PublicKeyInfo(principal.name, fingerprint, bits, replaced)
+
+    def public_key_info(self, principal: Principal) -> PublicKeyInfo:
+        """The caller's registered key (``fingerprint`` empty when there is none)."""
+        stored = self.principals.public_key(principal.name)
+        if stored is None:
+            return PublicKeyInfo(principal.name)
+        pem, fingerprint = stored
+        return PublicKeyInfo(principal.name, fingerprint, load_public_key(pem).size_in_bits())
+
+    def check_result_key(self, submitter: str, expected_fingerprint: str) -> None:
+        """Refuse a request asserting a key other than the one registered for ``submitter``.
+
+        A request never chooses the key a result is sealed to; it may only state which key the
+        client holds (``expected_fingerprint``, empty for none), and a mismatch is refused.
+        """
+        if not expected_fingerprint:
+            return
+        if not _FINGERPRINT.fullmatch(expected_fingerprint):
+            raise InvalidArgument(
+                "expected_key_fingerprint must be 64 lower-case hex digits (the SHA-256 of "
+                "the public key's DER SubjectPublicKeyInfo)"
+            )
+        stored = self.principals.public_key(submitter)
+        if stored is None:
+            raise KeyMismatch(
+                f"no public key is registered for '{submitter}': results are sealed only to "
+                "the submitter's registered key (register it with `sandbox keys register`)"
+            )
+        if stored[1] != expected_fingerprint:
+            raise KeyMismatch(
+                f"the request names a key other than the one registered for '{submitter}' "
+                f"(fingerprint {stored[1][:16]}…): results are sealed only to the submitter's "
+                "registered key"
+            )
+
+    def seal_result(
+        self, info: JobInfo, table: ResultTable, expected_fingerprint: str = ""
+    ) -> bytes | None:
+        """The released table sealed to the key its submitter registered, or None if none is.
+
+        The plaintext is the table's canonical JSON; the seal binds the job id and the digest
+        of the job's spec. The key is the one registered when the result is delivered.
+        """
+        self.check_result_key(info.principal, expected_fingerprint)
+        stored = self.principals.public_key(info.principal)
+        if stored is None:
+            return None
+        return seal(
+            table.canonical_json().encode(),
+            stored[0],
+            job_id=info.job_id,
+            spec_digest=info.spec.digest(),
+        )
+
     # ---- audit -------------------------------------------------------------------------
     def audit_entries(
         self, principal: Principal, after_seq: int = -1, limit: int = 1000
@@ -320,4 +568,4 @@ def _quota_json(q: QuotaLimits) -> dict[str, int | None]:
     }
 
 
-__all__ = ["AUDITORS", "STEWARDS", "Sandbox", "coarse", "require"]
+__all__ = ["AUDITORS", "KEY_HOLDERS", "REQUESTERS", "STEWARDS", "Sandbox", "coarse", "require"]

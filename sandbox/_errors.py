@@ -149,6 +149,70 @@ class AuditTampered(SandboxError):
     reason = "AUDIT_TAMPERED"
 
 
+class SealBroken(SandboxError):
+    """A sealed blob does not open: tampered, damaged, or not sealed for this key, job and spec.
+
+    One class and one message for every cause, so a failure never says which part was wrong.
+    """
+
+    code = "DATA_LOSS"
+    reason = "SEAL_INVALID"
+
+
+class KeyInvalid(SandboxError):
+    """A key is unusable: not PEM, not RSA, too short, wrong exponent, not protected."""
+
+    code = "INVALID_ARGUMENT"
+    reason = "KEY_INVALID"
+
+
+class KeyPassphraseInvalid(SandboxError):
+    """An encrypted private key does not decrypt: wrong passphrase or damaged key file."""
+
+    code = "INVALID_ARGUMENT"
+    reason = "KEY_PASSPHRASE_INVALID"
+
+
+class KeyFileInvalid(SandboxError):
+    """A data-at-rest key file (or value) is missing or malformed; the message names the line."""
+
+    code = "FAILED_PRECONDITION"
+    reason = "KEY_FILE_INVALID"
+
+
+class KeyFileInsecure(SandboxError):
+    """A data-at-rest key file is readable or writable by its group or by others."""
+
+    code = "FAILED_PRECONDITION"
+    reason = "KEY_FILE_INSECURE"
+
+
+class KeyUnknown(SandboxError):
+    """A blob at rest names a key id that is not in the key ring."""
+
+    code = "FAILED_PRECONDITION"
+    reason = "KEY_UNKNOWN"
+
+
+class KeyMismatch(SandboxError):
+    """A request names a key other than the one registered for the job's submitter.
+
+    Results are sealed only to the submitting researcher's registered public key, never to a
+    key a request names; a client asserting another key (or a key where none is registered)
+    is refused and nothing is sealed.
+    """
+
+    code = "PERMISSION_DENIED"
+    reason = "KEY_MISMATCH"
+
+
+class PrivateKeyRequired(SandboxError):
+    """A result arrived sealed to the researcher's public key, and the client holds no key."""
+
+    code = "FAILED_PRECONDITION"
+    reason = "PRIVATE_KEY_REQUIRED"
+
+
 def _all_errors() -> list[type[SandboxError]]:
     out: list[type[SandboxError]] = [SandboxError]
     stack = list(SandboxError.__subclasses__())
@@ -165,3 +229,75 @@ def error_for_reason(reason: str) -> type[SandboxError]:
         if cls.reason == reason:
             return cls
     return SandboxError
+
+
+# --- federation (Paillier-encrypted partial aggregates) ---
+
+
+class InvalidCiphertext(SandboxError):
+    """A ciphertext is not a unit below n² of the job's key (names the party and index only)."""
+
+    code = "INVALID_ARGUMENT"
+    reason = "INVALID_CIPHERTEXT"
+
+
+class JobKeyMismatch(SandboxError):
+    """A partial or combined result belongs to a different job key."""
+
+    code = "INVALID_ARGUMENT"
+    reason = "JOB_KEY_MISMATCH"
+
+
+class EncodingMismatch(SandboxError):
+    """A partial was encoded under a different job encoding (fields, scale, bounds, layout)."""
+
+    code = "INVALID_ARGUMENT"
+    reason = "ENCODING_MISMATCH"
+
+
+class ValueOutOfBound(SandboxError):
+    """A cell value lies outside the bounds the job encoding declares for its field."""
+
+    code = "INVALID_ARGUMENT"
+    reason = "VALUE_OUT_OF_BOUND"
+
+
+class TooFewParties(SandboxError):
+    """Fewer distinct nodes contributed than the job's minimum for decryption."""
+
+    code = "FAILED_PRECONDITION"
+    reason = "TOO_FEW_PARTIES"
+
+
+class AggregateCorrupt(SandboxError):
+    """A decrypted combined total breaks the slot bounds: some contribution was malformed."""
+
+    code = "DATA_LOSS"
+    reason = "AGGREGATE_CORRUPT"
+
+
+# --- human review ---
+
+
+class AwaitingApproval(SandboxError):
+    """The job waits for human review; it runs once stewards approve (see the job's message)."""
+
+    code = "FAILED_PRECONDITION"
+    reason = "AWAITING_APPROVAL"
+
+
+class ReviewRejected(SandboxError):
+    """A steward rejected the job in human review (the message carries their reason)."""
+
+    code = "PERMISSION_DENIED"
+    reason = "REVIEW_REJECTED"
+
+
+# --- audit log checkpoints and proofs ---
+
+
+class CheckpointInvalid(SandboxError):
+    """A checkpoint, proof or receipt document is malformed (not a verification failure)."""
+
+    code = "INVALID_ARGUMENT"
+    reason = "CHECKPOINT_INVALID"

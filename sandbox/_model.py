@@ -31,6 +31,22 @@ class Principal:
     role: Role
 
 
+@dataclass(frozen=True)
+class PublicKeyInfo:
+    """A principal's registered public key (results of their jobs are sealed to it)."""
+
+    principal: str
+    fingerprint: str = ""
+    """SHA-256 (hex) of the key's DER SubjectPublicKeyInfo; empty when none is registered."""
+    bits: int = 0
+    replaced_fingerprint: str = ""
+    """On registration: the fingerprint of the key this one replaced, if any."""
+
+    @property
+    def registered(self) -> bool:
+        return bool(self.fingerprint)
+
+
 class FilterOp(enum.StrEnum):
     EQ = "="
     NE = "!="
@@ -215,6 +231,8 @@ def _tagged(v: Scalar) -> list[str]:
 
 
 class JobState(enum.StrEnum):
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
+    """Held for human review (the policy routes it to stewards); see ``JobInfo.message``."""
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
@@ -289,6 +307,8 @@ class ResultTable:
     """Terms of a noised result: the mechanism, and epsilon and delta spent (exact) and the
     confidence of ``Cell.ci`` (DP), or the p-table's largest perturbation and variance
     (cell key; ``Cell.ci`` is then a sure bound)."""
+    policy_version: str = ""
+    """The dataset policy version the job ran under (set when the table is released)."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able form (the inverse of ``from_json``)."""
@@ -307,6 +327,7 @@ class ResultTable:
             ],
             "settings": dict(self.settings),
             "privacy": dict(self.privacy),
+            **({"policy_version": self.policy_version} if self.policy_version else {}),
         }
 
     @classmethod
@@ -326,6 +347,7 @@ class ResultTable:
             ),
             settings=dict(data["settings"]),
             privacy=dict(data.get("privacy", {})),
+            policy_version=str(data.get("policy_version", "")),
         )
 
     def canonical_json(self) -> str:
@@ -420,7 +442,81 @@ class Project:
     grants: tuple[tuple[str, str], ...]
     """(dataset, purpose) pairs the project holds."""
     expires: dt.date
+    """The project's last day: from the day after, it refuses every job."""
     quota: QuotaLimits = QuotaLimits()
+    grant_expiry: tuple[tuple[str, str, dt.date], ...] = ()
+    """(dataset, purpose, last day) of the grants that end on a date of their own: from the
+    day after, that purpose is refused (rule ``project.purpose_expired``), with no one acting."""
+    revoked: bool = False
+    """A revoked project refuses every new job (rule ``project.revoked``). Final."""
+
+    def grant_expires(self, dataset: str, purpose: str) -> dt.date | None:
+        """The last day of the (dataset, purpose) grant, if it ends before the project does."""
+        for d, p, last in self.grant_expiry:
+            if d == dataset and p == purpose:
+                return last
+        return None
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A (dataset, purpose) grant; ``expires`` is its last day (None: as long as the project)."""
+
+    dataset: str
+    purpose: str
+    expires: dt.date | None = None
+
+
+@dataclass(frozen=True)
+class ProjectUpdate:
+    """A steward's change to a project; what is left unset stays as it is."""
+
+    title: str | None = None
+    add_members: tuple[str, ...] = ()
+    remove_members: tuple[str, ...] = ()
+    add_grants: tuple[Grant, ...] = ()
+    """Granted, or re-granted with this expiry (``expires`` None clears a grant's own date)."""
+    remove_grants: tuple[tuple[str, str], ...] = ()
+    """(dataset, purpose) grants withdrawn."""
+    expires: dt.date | None = None
+    quota: QuotaLimits | None = None
+    """Replaces every limit (unset = unlimited)."""
+
+
+class ExceptionState(enum.StrEnum):
+    PENDING = "PENDING"
+    GRANTED = "GRANTED"
+    """Granted and not yet used: it admits one job."""
+    REJECTED = "REJECTED"
+    USED = "USED"
+    """Granted, and consumed by the one job it admitted (``used_by_job``)."""
+
+
+@dataclass(frozen=True)
+class ExceptionRequest:
+    """A researcher's request for an exception to a policy refusal, and its decision.
+
+    A granted exception admits exactly one later job of the requester, in the same project,
+    with the same spec digest, and waives only ``rule_ids``: any other rule still applies.
+    """
+
+    id: str
+    job_id: str
+    """The refused job the request is about."""
+    principal: str
+    project: str
+    dataset: str
+    purpose: str
+    spec_digest: str
+    rule_ids: tuple[str, ...]
+    """The policy rules to waive (each among the refused job's)."""
+    justification: str
+    state: ExceptionState
+    requested_at: dt.datetime
+    decided_by: str = ""
+    decision_reason: str = ""
+    decided_at: dt.datetime | None = None
+    used_by_job: str = ""
 
 
 @dataclass(frozen=True)
@@ -437,3 +533,13 @@ class VerifyReport:
     root: str
     first_bad_seq: int | None = None
     problem: str = ""
+
+
+@dataclass(frozen=True)
+class PendingReview:
+    """A job held for human review, as a steward sees it."""
+
+    job: JobInfo
+    why: tuple[str, ...]
+    approvals_required: int
+    approved_by: tuple[str, ...]

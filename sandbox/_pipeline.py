@@ -11,15 +11,17 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import secrets
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -37,6 +39,7 @@ from sandbox._errors import (
     PermissionDenied,
     PolicyDenied,
     QuotaExceeded,
+    ReviewRejected,
     SandboxError,
 )
 from sandbox._model import (
@@ -67,25 +70,54 @@ from sandbox.disclosure import (
     released_cell,
 )
 from sandbox.engine import Engine, Plan, RawTable, file_fingerprint, plan
-from sandbox.policy import Policy, canonicalize, decide
+from sandbox.policy import (
+    Policy,
+    canonicalize,
+    decide,
+    release_review_reasons,
+    review_reasons,
+)
 from sandbox.state import (
+    AtRestKeys,
     BudgetLimits,
     Catalogue,
     Database,
     DatasetRecord,
+    Hold,
     Jobs,
     Ledger,
     PrivacyLedger,
     Projects,
     ReleaseRegister,
+    Reviews,
     Shortfall,
 )
+from sandbox.state._exceptions import Exceptions
 
 Today = Callable[[], dt.date]
+T = TypeVar("T")
+_UNSTARTED = {JobState.QUEUED: "queued", JobState.AWAITING_APPROVAL: "awaiting approval"}
+"""States of a job that has read nothing yet (cancelling it charges nothing)."""
+log = logging.getLogger("sandbox.jobs")
+_CANCEL_POLL_S = 0.2
+"""How often a process looks for cancellations of its running jobs asked of a sibling."""
+_WAIT_POLL_FIRST_S = 0.01
+_WAIT_POLL_MAX_S = 0.2
+"""Polling of a job running in a sibling process: first interval, doubling up to this."""
 
 
 def _utc_today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
+
+
+def _require_reviewer(principal: Principal) -> None:
+    if principal.role not in (Role.STEWARD, Role.ADMIN):
+        raise PermissionDenied("only stewards and admins review jobs", rule_ids=("review.role",))
+
+
+def _grants(project: Project, principal: Principal, dataset: str) -> bool:
+    """Whether ``principal`` is a member of ``project`` and it holds a grant on ``dataset``."""
+    return principal.name in project.members and any(d == dataset for d, _ in project.grants)
 
 
 class JobPipeline:
@@ -97,36 +129,57 @@ class JobPipeline:
         *,
         workers: int = 2,
         today: Today = _utc_today,
+        at_rest: AtRestKeys,
     ) -> None:
+        """``at_rest``: the data-at-rest keys that seal stored results."""
         self._db = db
         self._engine = engine
         self._policies = policies
         self._catalogue = Catalogue(db)
         self._projects = Projects(db)
-        self._jobs = Jobs(db)
+        self._exceptions = Exceptions(db)
+        self._jobs = Jobs(db, at_rest)
         self._ledger = Ledger()
         self._budget = PrivacyLedger()
         self._releases = ReleaseRegister(released_cell)
+        self._reviews = Reviews(db)
         self._audit = AuditLog(db)
         self._today = today
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-job")
         self._waiting: dict[str, _Waiters] = {}
         self._waiting_lock = threading.Lock()
+        self._local: set[str] = set()
+        """Jobs queued or running in this process (others may run in sibling processes)."""
+        self._closing = threading.Event()
+        self._watcher = threading.Thread(
+            target=self._watch_cancellations, name="sandbox-cancel-watch", daemon=True
+        )
+        self._watcher.start()
 
     # ---- visibility -------------------------------------------------------------------
-    def visible_dataset(self, principal: Principal, dataset: str) -> DatasetRecord:
-        """The dataset if the caller may see it; otherwise exactly the not-found error."""
+    def visible_dataset(
+        self, principal: Principal, dataset: str, project: Project | None = None
+    ) -> DatasetRecord:
+        """The dataset if the caller may see it; otherwise exactly the not-found error.
+
+        ``project``, if given, is checked first: membership of it with a grant on the dataset
+        settles visibility without reading every project.
+        """
         record = self._catalogue.get(dataset)
-        if record is None or dataset not in self._policies or not self._may_see(principal, dataset):
+        if (
+            record is None
+            or dataset not in self._policies
+            or not self._may_see(principal, dataset, project)
+        ):
             raise NotFound(f"dataset '{dataset}' not found")
         return record
 
-    def _may_see(self, principal: Principal, dataset: str) -> bool:
+    def _may_see(self, principal: Principal, dataset: str, project: Project | None) -> bool:
         if principal.role != Role.RESEARCHER:
             return True
-        return any(
-            principal.name in p.members and any(d == dataset for d, _ in p.grants)
-            for p in self._projects.list()
+        projects = [project] if project is not None else []
+        return any(_grants(p, principal, dataset) for p in projects) or any(
+            _grants(p, principal, dataset) for p in self._projects.list()
         )
 
     def _visible_job(self, principal: Principal, job_id: str) -> JobInfo:
@@ -137,62 +190,118 @@ class JobPipeline:
 
     # ---- submit -----------------------------------------------------------------------
     def submit(self, principal: Principal, spec: JobSpec, request_id: str = "") -> JobInfo:
+        info, run = self._admit_job(principal, spec, request_id)
+        if run is not None:
+            self._enqueue(info, run.plan, run.record, run.policy, run.terms)
+        return info
+
+    def run_partial(
+        self,
+        principal: Principal,
+        spec: JobSpec,
+        publish: Callable[[RawTable], tuple[T, str]],
+        request_id: str = "",
+    ) -> tuple[JobInfo, T]:
+        """Federation, node side: run a job's aggregation and hand its cells to ``publish``.
+
+        The job is checked, charged and logged like any other, but its cells are not released
+        here: ``publish`` turns them into what leaves the node (encrypted partials) and names
+        its digest, which the log records. Disclosure control applies to the combined table,
+        so a dataset in differential-privacy mode takes no part (its noise is per release).
+        Runs on a job worker; the caller blocks until it ends.
+        """
+        info, run = self._admit_job(principal, spec, request_id, federated=True)
+        if run is None:
+            raise InvalidArgument("request id was already used: partials are sent only once")
+        with self._waiting_lock:
+            self._local.add(info.job_id)
+        future = self._executor.submit(
+            self._execute_partial, info, run.plan, run.record, run.policy, publish
+        )
+        return future.result()
+
+    def _admit_job(
+        self, principal: Principal, spec: JobSpec, request_id: str, *, federated: bool = False
+    ) -> tuple[JobInfo, _Run | None]:
+        """Check, then record and charge a job (or its refusal); what to run, unless it was
+        answered already (a replay) or the request id names an earlier submission."""
         request_id = request_id or secrets.token_hex(16)
         if len(request_id) > 128:
             raise InvalidArgument("request ids are at most 128 characters")
         existing = self._jobs.by_request(principal.name, request_id)
         if existing is not None:
-            return self._replay(existing, spec)
+            return self._replay(existing, spec), None
         job_id = secrets.token_hex(16)
         try:
             vetted = self.vet(principal, spec)
+            if federated and vetted.terms is not None:
+                raise PolicyDenied(
+                    f"dataset '{spec.dataset}' is released with differential privacy only: it "
+                    "takes no part in federated jobs",
+                    rule_ids=("federation.dp",),
+                )
         except SandboxError as exc:
             base = self._entry_fields(principal, spec, job_id)
+            # A policy refusal comes after the visibility check: name the version that refused.
+            known = isinstance(exc, PolicyDenied) and spec.dataset in self._policies
+            version = self._policies[spec.dataset].version_label if known else ""
             with self._db.write() as conn:
-                self._record_refusal(conn, principal, spec, job_id, request_id, exc, base, "")
+                self._record_refusal(conn, principal, spec, job_id, request_id, exc, base, version)
             raise
         spec, record, policy, project = vetted.spec, vetted.record, vetted.policy, vetted.project
-        job_plan, terms = vetted.plan, vetted.terms
+        terms = vetted.terms
+        why = () if federated else review_reasons(policy.review, spec)
         base = self._entry_fields(principal, spec, job_id)
         admission = _Admission(principal, spec, job_id, request_id, base, record, policy, terms)
         with self._db.write() as conn:
             existing = self._jobs.by_request(principal.name, request_id)
             if existing is not None:
-                return self._replay(existing, spec)
+                return self._replay(existing, spec), None
             refusal = self._admit(conn, admission, project)
-            replayed = (
-                refusal is None and terms is not None and self._replay_answer(conn, admission)
-            )
-            if refusal is None and not replayed:
-                self._accept(conn, admission, project)
+            if refusal is None and not self._consume_exception(conn, vetted, admission):
+                refusal = PolicyDenied(
+                    "the exception granted for this job was used meanwhile by another job",
+                    rule_ids=vetted.waived,
+                )
+                self._record_refusal(
+                    conn, principal, spec, job_id, request_id, refusal, base, policy.version_label
+                )
+            if refusal is None:
+                replayed = self._replay_answer(conn, admission) if terms is not None else None
+                info = replayed or self._accept(conn, admission, project, why)
         if refusal is not None:
             raise refusal
-        info = self._jobs.get(job_id)
-        assert info is not None
-        if not replayed:
-            self._executor.submit(self._execute, info, job_plan, record, policy, terms)
-        return info
+        if replayed is not None or why:
+            return replayed or info, None
+        return info, _Run(vetted.plan, record, policy, terms)
 
     def vet(self, principal: Principal, spec: JobSpec) -> Vetted:
         """Every check a job passes before it is accepted; reads no data, writes nothing."""
         if principal.role != Role.RESEARCHER:
             raise PermissionDenied("only researchers submit jobs", rule_ids=("principal.role",))
         _check_shape(spec)
-        record = self.visible_dataset(principal, spec.dataset)
-        policy = self._policies[spec.dataset]
         project = self._projects.get(spec.project)
+        record = self.visible_dataset(principal, spec.dataset, project)
+        policy = self._policies[spec.dataset]
         decision = decide(policy, spec, principal, project, self._today())
+        waived: tuple[str, ...] = ()
+        waived_digest = spec.digest()
         if not decision.allowed:
-            raise PolicyDenied(
-                "; ".join(r.message for r in decision.reasons), rule_ids=decision.rule_ids
+            covered = self._exceptions.covers(
+                principal.name, spec.project, waived_digest, decision.rule_ids
             )
+            if covered is None:
+                raise PolicyDenied(
+                    "; ".join(r.message for r in decision.reasons), rule_ids=decision.rule_ids
+                )
+            waived = decision.rule_ids
         # Rewrites of one query become one spec: what runs, is logged and is replayed.
         spec = canonicalize(spec, policy, column_types=record.column_types)
         job_plan = plan(spec, record, policy)
         _ensure_unchanged(record)
         terms = _noise_terms(spec, policy, record)
         assert project is not None
-        return Vetted(spec, record, policy, project, job_plan, terms)
+        return Vetted(spec, record, policy, project, job_plan, terms, waived, waived_digest)
 
     def predict(self, vetted: Vetted, mock: pa.Table, workdir: Path) -> ResultTable:
         """The job's disclosure pattern on mock rows: statuses and rules, values removed.
@@ -288,15 +397,29 @@ class JobPipeline:
             )
         return refusal
 
-    def _replay_answer(self, conn: sqlite3.Connection, a: _Admission) -> bool:
+    def _consume_exception(self, conn: sqlite3.Connection, vetted: Vetted, a: _Admission) -> bool:
+        """Use up the granted exception a job relies on, inside its admission transaction (so
+        a quota refusal leaves it, and two identical jobs cannot both use it)."""
+        if not vetted.waived:
+            return True
+        return self._exceptions.consume(
+            conn,
+            a.principal.name,
+            vetted.project.id,
+            vetted.waived_digest,
+            vetted.waived,
+            job_id=a.job_id,
+        )
+
+    def _replay_answer(self, conn: sqlite3.Connection, a: _Admission) -> JobInfo | None:
         """Answer a repeated noised query with its first release: no new noise, no new charge."""
         earlier = self._jobs.released_answer(
             conn, a.spec.digest(), a.policy.version_label, a.record.file_fingerprint
         )
         if earlier is None:
-            return False
+            return None
         earlier_id, blob, digest = earlier
-        self._jobs.insert(
+        info = self._jobs.insert(
             conn,
             job_id=a.job_id,
             request_id=a.request_id,
@@ -308,7 +431,7 @@ class JobPipeline:
             result=blob,
             result_digest=digest,
         )
-        self._audit.append(
+        seq = self._audit.append(
             conn,
             "job.replayed",
             **a.base,
@@ -318,21 +441,31 @@ class JobPipeline:
             result_digest=digest,
             charged={"jobs": 0, "rows": 0, "epsilon": "0", "delta": "0"},
         )
-        return True
+        self._jobs.set_release_seq(conn, a.job_id, seq)
+        return info
 
-    def _accept(self, conn: sqlite3.Connection, a: _Admission, project: Project) -> None:
-        """Record the job as QUEUED and reserve its quota (and budget) before any read."""
+    def _accept(
+        self, conn: sqlite3.Connection, a: _Admission, project: Project, why: tuple[str, ...] = ()
+    ) -> JobInfo:
+        """Record the job as QUEUED (or, if ``why`` names reasons for human review, as
+        AWAITING_APPROVAL) and reserve its quota (and budget) before any read."""
         today = self._today()
-        self._jobs.insert(
+        info = self._jobs.insert(
             conn,
             job_id=a.job_id,
             request_id=a.request_id,
             principal=a.principal.name,
             spec=a.spec,
-            state=JobState.QUEUED,
+            state=JobState.AWAITING_APPROVAL if why else JobState.QUEUED,
             policy_version=a.policy.version_label,
             data_version=a.record.file_fingerprint,
+            message=f"awaiting approval: {'; '.join(why)}" if why else "",
         )
+        held: dict[str, Any] = {}
+        if why:
+            required = a.policy.review.approvals if a.policy.review else 1
+            self._reviews.hold(conn, a.job_id, required, why)
+            held = {"review": list(why), "approvals_required": required}
         self._ledger.reserve(conn, project.id, a.job_id, a.record.row_count, today)
         reserved: dict[str, Any] = {"jobs": 1, "rows": a.record.row_count}
         if a.terms is not None:
@@ -348,12 +481,14 @@ class JobPipeline:
             reserved |= {"epsilon": str(a.terms.epsilon), "delta": str(a.terms.delta)}
         self._audit.append(
             conn,
-            "job.accepted",
+            "job.held" if why else "job.accepted",
             **a.base,
-            decision="allow",
+            decision="review" if why else "allow",
             policy_version=a.policy.version_label,
             reserved=reserved,
+            **held,
         )
+        return info
 
     def _replay(self, existing: JobInfo, spec: JobSpec) -> JobInfo:
         policy = self._policies.get(spec.dataset)
@@ -416,6 +551,22 @@ class JobPipeline:
         )
 
     # ---- execute (worker threads) -----------------------------------------------------
+    def _enqueue(
+        self,
+        info: JobInfo,
+        job_plan: Plan,
+        record: DatasetRecord,
+        policy: Policy,
+        terms: NoiseTerms | None,
+    ) -> None:
+        with self._waiting_lock:
+            self._local.add(info.job_id)
+        self._executor.submit(self._execute, info, job_plan, record, policy, terms)
+
+    def _is_local(self, job_id: str) -> bool:
+        with self._waiting_lock:
+            return job_id in self._local
+
     def _execute(
         self,
         info: JobInfo,
@@ -426,25 +577,138 @@ class JobPipeline:
     ) -> None:
         job_id = info.job_id
         released: ResultTable | None = None
+        final: JobInfo | None = None
         try:
             with self._db.write() as conn:
-                if not self._jobs.start(conn, job_id):
-                    return  # cancelled while queued
+                running = self._jobs.start(conn, info)
+            if running is None:
+                return  # cancelled while queued
             raw, table = self._compute(job_id, info.spec, job_plan, record, policy, terms)
             _ensure_unchanged(record)  # what was read is what was registered
             persons = None if terms is not None else {c.keys: c.persons for c in raw.cells}
-            released = self._release(info, table, record, policy, persons)
+            rules = {c.rule for r in table.rows for c in r.cells if c.rule}
+            why = release_review_reasons(policy.review, rules)
+            if why:
+                self._hold_release(running, table, persons, policy, why)
+                return
+            released, final = self._release(running, table, record, policy, persons)
         except (DisclosureControl, PolicyDenied) as exc:
-            self._finish_unreleased(job_id, JobState.DENIED, exc, record.row_count)
+            final = self._finish_unreleased(job_id, JobState.DENIED, exc, record.row_count)
         except JobCancelled as exc:
-            self._finish_unreleased(job_id, JobState.CANCELLED, exc, record.row_count)
+            final = self._finish_unreleased(job_id, JobState.CANCELLED, exc, record.row_count)
         except SandboxError as exc:
-            self._finish_unreleased(job_id, JobState.FAILED, exc, record.row_count)
+            final = self._finish_unreleased(job_id, JobState.FAILED, exc, record.row_count)
         except Exception as exc:  # never leak internals: record the type only
             failure = JobFailed(f"internal error ({type(exc).__name__})", job_id=job_id)
-            self._finish_unreleased(job_id, JobState.FAILED, failure, record.row_count)
+            final = self._finish_unreleased(job_id, JobState.FAILED, failure, record.row_count)
         finally:
-            self._signal(job_id, released)
+            with self._waiting_lock:
+                self._local.discard(job_id)
+            self._signal(job_id, released, final)
+
+    def _execute_partial(
+        self,
+        info: JobInfo,
+        job_plan: Plan,
+        record: DatasetRecord,
+        policy: Policy,
+        publish: Callable[[RawTable], tuple[T, str]],
+    ) -> tuple[JobInfo, T]:
+        job_id = info.job_id
+        final: JobInfo | None = None
+        try:
+            with self._db.write() as conn:
+                running = self._jobs.start(conn, info)
+            if running is None:
+                raise JobCancelled("job was cancelled", job_id=job_id)
+            raw = self._engine.run(job_id, job_plan, _record_key_pads(self._db, policy))
+            _ensure_unchanged(record)
+            payload, digest = publish(raw)
+            rows = record.row_count
+            with self._db.write() as conn:
+                self._ledger.commit(conn, job_id, rows)
+                final = self._jobs.finish(
+                    conn, running, JobState.SUCCEEDED, rows_scanned=rows, result_digest=digest
+                )
+                self._audit.append(
+                    conn,
+                    "job.partial",
+                    **self._entry_fields(_principal_of(info), info.spec, job_id),
+                    policy_version=info.policy_version,
+                    charged={"jobs": 1, "rows": rows},
+                    result_digest=digest,
+                    cells=len(raw.cells),
+                )
+            return final, payload
+        except SandboxError as exc:
+            state = JobState.DENIED if isinstance(exc, PolicyDenied) else JobState.FAILED
+            if isinstance(exc, JobCancelled):
+                state = JobState.CANCELLED
+            final = self._finish_unreleased(job_id, state, exc, record.row_count)
+            raise
+        except Exception as exc:  # never leak internals: record the type only
+            failure = JobFailed(f"internal error ({type(exc).__name__})", job_id=job_id)
+            final = self._finish_unreleased(job_id, JobState.FAILED, failure, record.row_count)
+            raise failure from None
+        finally:
+            with self._waiting_lock:
+                self._local.discard(job_id)
+            self._signal(job_id, None, final)
+
+    def _hold_release(
+        self,
+        info: JobInfo,
+        table: ResultTable,
+        persons: dict[tuple[Any, ...], int] | None,
+        policy: Policy,
+        why: tuple[str, ...],
+    ) -> None:
+        """Keep a computed, protected table unreleased (sealed at rest) until stewards approve
+        it; the job stays charged for the data it read, whatever they decide."""
+        held = {
+            "table": table.to_json(),
+            "persons": None if persons is None else [persons.get(r.keys) for r in table.rows],
+        }
+        required = policy.review.approvals if policy.review else 1
+        with self._db.write() as conn:
+            self._jobs.hold_release(
+                conn,
+                info,
+                json.dumps(held).encode(),
+                f"awaiting approval of its release: {'; '.join(why)}",
+            )
+            self._reviews.hold(conn, info.job_id, required, why, stage="release")
+            statuses = [c.status for r in table.rows for c in r.cells]
+            self._audit.append(
+                conn,
+                "job.held",
+                **self._entry_fields(_principal_of(info), info.spec, info.job_id),
+                decision="review",
+                stage="release",
+                policy_version=info.policy_version,
+                review=list(why),
+                approvals_required=required,
+                cells={s.value: statuses.count(s) for s in CellStatus},
+            )
+
+    def _release_approved(self, info: JobInfo) -> JobInfo:
+        """Release the table an approved job held (its differencing guard runs now)."""
+        policy = self._policies.get(info.spec.dataset)
+        record = self._catalogue.get(info.spec.dataset)
+        blob = self._jobs.held_result(info.job_id)
+        if policy is None or record is None or blob is None:
+            failure = JobFailed("the dataset changed while the release awaited approval")
+            return self._finish_unreleased(info.job_id, JobState.FAILED, failure, 0)
+        held = json.loads(blob)
+        table = ResultTable.from_json(held["table"])
+        persons = None
+        if held["persons"] is not None:
+            persons = {r.keys: n for r, n in zip(table.rows, held["persons"], strict=True)}
+        try:
+            _, final = self._release(info, table, record, policy, persons)
+        except SandboxError as exc:
+            return self._finish_unreleased(info.job_id, JobState.DENIED, exc, record.row_count)
+        return final
 
     def _compute(
         self,
@@ -473,13 +737,15 @@ class JobPipeline:
         record: DatasetRecord,
         policy: Policy,
         persons: dict[tuple[Any, ...], int] | None,
-    ) -> ResultTable:
-        """Release a protected table and return it as released.
+    ) -> tuple[ResultTable, JobInfo]:
+        """Release a protected table; the table as released and the job's final record.
 
         In rule-based mode (``persons`` given) the differencing guard first checks it against
-        the release register, in the same transaction that records the release.
+        the release register, in the same transaction that records the release. Only noised
+        jobs (``persons`` None) hold privacy budget.
         """
         rows = record.row_count
+        table = replace(table, policy_version=info.policy_version)
         with self._db.write() as conn:
             if persons is not None:
                 table, entries = differencing_guard(
@@ -503,16 +769,18 @@ class JobPipeline:
             digest = hashlib.sha256(blob).hexdigest()
             statuses = [c.status for r in table.rows for c in r.cells]
             self._ledger.commit(conn, info.job_id, rows)
-            charged = {"jobs": 1, "rows": rows, **self._charge_budget(conn, info.job_id, True)}
-            self._jobs.finish(
+            charged: dict[str, int | str] = {"jobs": 1, "rows": rows}
+            if persons is None:
+                charged |= self._charge_budget(conn, info.job_id, True)
+            final = self._jobs.finish(
                 conn,
-                info.job_id,
+                info,
                 JobState.SUCCEEDED,
                 rows_scanned=rows,
                 result=blob,
                 result_digest=digest,
             )
-            self._audit.append(
+            seq = self._audit.append(
                 conn,
                 "job.released",
                 **self._entry_fields(_principal_of(info), info.spec, info.job_id),
@@ -521,12 +789,15 @@ class JobPipeline:
                 result_digest=digest,
                 cells={s.value: statuses.count(s) for s in CellStatus},
             )
-        return table
+            self._jobs.set_release_seq(conn, info.job_id, seq)
+        return table, final
 
     def _finish_unreleased(
         self, job_id: str, state: JobState, exc: SandboxError, rows: int
-    ) -> None:
-        """End a job without a release; charge it if data was read, else free the quota."""
+    ) -> JobInfo:
+        """End a job without a release; charge it if data was read, else free the quota.
+
+        Returns the job's final record."""
         info = self._jobs.get(job_id)
         assert info is not None
         with self._db.write() as conn:
@@ -537,9 +808,9 @@ class JobPipeline:
                 self._ledger.release(conn, job_id)
             charged: dict[str, int | str] = {"jobs": int(read), "rows": rows if read else 0}
             charged |= self._charge_budget(conn, job_id, read)
-            self._jobs.finish(
+            final = self._jobs.finish(
                 conn,
-                job_id,
+                info,
                 state,
                 reason=exc.reason,
                 message=exc.message,
@@ -550,12 +821,14 @@ class JobPipeline:
                 conn,
                 f"job.{state.value.lower()}",
                 **self._entry_fields(_principal_of(info), info.spec, job_id),
+                policy_version=info.policy_version,
                 decision="deny" if state == JobState.DENIED else "none",
                 reason=exc.reason,
                 rule_ids=list(exc.rule_ids),
                 message=exc.message,
                 charged=charged,
             )
+        return final
 
     def _charge_budget(self, conn: sqlite3.Connection, job_id: str, read: bool) -> dict[str, str]:
         """Commit a job's privacy budget if data was read, else give it back; what was charged."""
@@ -577,14 +850,27 @@ class JobPipeline:
 
     def _waiters(self, job_id: str) -> _Waiters:
         with self._waiting_lock:
-            return self._waiting.setdefault(job_id, _Waiters())
+            waiters = self._waiting.setdefault(job_id, _Waiters())
+            waiters.count += 1
+            return waiters
 
-    def _signal(self, job_id: str, released: ResultTable | None = None) -> None:
-        """Wake the waiters of one job (called after its terminal state is committed)."""
+    def _unwait(self, job_id: str, waiters: _Waiters) -> None:
+        """Withdraw one caller's interest; the last one out drops the bookkeeping."""
+        with self._waiting_lock:
+            waiters.count -= 1
+            if waiters.count == 0 and self._waiting.get(job_id) is waiters:
+                del self._waiting[job_id]
+
+    def _signal(
+        self, job_id: str, released: ResultTable | None = None, final: JobInfo | None = None
+    ) -> None:
+        """Wake the waiters of one job (called after its terminal state is committed), handing
+        them the job's final record and released table when the caller has them."""
         with self._waiting_lock:
             waiters = self._waiting.pop(job_id, None)
         if waiters is not None:
             waiters.released = released
+            waiters.final = final
             waiters.event.set()
 
     def wait(self, principal: Principal, job_id: str, timeout: float) -> JobInfo:
@@ -596,18 +882,28 @@ class JobPipeline:
     ) -> tuple[JobInfo, ResultTable | None]:
         """Long-poll like ``wait``; also the released table if the job succeeded.
 
-        A waiter woken by the release gets the table the worker just stored, without reading
-        it back from the state store.
+        A waiter woken by the end of the job gets its final record and the table the worker
+        just stored, without reading them back from the state store.
         """
-        self._visible_job(principal, job_id)
-        waiters = self._waiters(job_id)  # registered before the check, so no wake-up is lost
-        info = self.get(principal, job_id)
-        if info.state.terminal:
-            self._signal(job_id)  # drop the bookkeeping: nothing will set it any more
-        elif timeout > 0 and waiters.event.wait(timeout):
+        waiters = self._waiters(job_id)  # registered before the read, so no wake-up is lost
+        try:
             info = self.get(principal, job_id)
-            if waiters.released is not None and info.state == JobState.SUCCEEDED:
-                return info, waiters.released
+            deadline = time.monotonic() + timeout
+            poll = _WAIT_POLL_FIRST_S
+            while not info.state.terminal and (left := deadline - time.monotonic()) > 0:
+                # A job of this process signals its end; one in a sibling process is polled.
+                local = self._is_local(job_id)
+                if waiters.event.wait(left if local else min(poll, left)):
+                    final = waiters.final
+                    info = replace(final, progress=1.0) if final else self.get(principal, job_id)
+                    if waiters.released is not None and info.state == JobState.SUCCEEDED:
+                        return info, waiters.released if with_result else None
+                    break
+                if not local:
+                    info = self.get(principal, job_id)
+                    poll = min(poll * 2, _WAIT_POLL_MAX_S)
+        finally:
+            self._unwait(job_id, waiters)
         if not with_result or info.state != JobState.SUCCEEDED:
             return info, None
         return info, self.result(principal, job_id)
@@ -616,29 +912,138 @@ class JobPipeline:
         info = self._visible_job(principal, job_id)
         if principal.role not in (Role.RESEARCHER, Role.ADMIN):
             raise PermissionDenied("only the submitting researcher or an admin cancels a job")
-        if info.state == JobState.QUEUED:
+        if info.state in _UNSTARTED:
             with self._db.write() as conn:
                 current = self._jobs.get(job_id, conn)
-                if current is not None and current.state == JobState.QUEUED:
+                if current is not None and current.state in _UNSTARTED:
                     self._ledger.release(conn, job_id)
                     self._charge_budget(conn, job_id, False)
                     self._jobs.finish(
                         conn,
-                        job_id,
+                        current,
                         JobState.CANCELLED,
                         reason=JobCancelled.reason,
-                        message="cancelled while queued",
+                        message=f"cancelled while {_UNSTARTED[current.state]}",
                     )
                     self._audit.append(
                         conn,
                         "job.cancelled",
                         **self._entry_fields(principal, info.spec, job_id),
+                        policy_version=info.policy_version,
                         charged={"jobs": 0, "rows": 0},
                     )
             self._signal(job_id)
         elif info.state == JobState.RUNNING:
-            self._engine.interrupt(job_id)
+            with self._db.write() as conn:
+                self._jobs.request_cancel(conn, job_id)  # for a sibling process running it
+            if self._is_local(job_id):
+                self._engine.interrupt(job_id)
         return self.get(principal, job_id)
+
+    # ---- human review -----------------------------------------------------------------
+    def pending_reviews(self, principal: Principal) -> list[tuple[JobInfo, Hold]]:
+        """Jobs awaiting approval, oldest first (stewards and admins)."""
+        _require_reviewer(principal)
+        out = []
+        for hold in self._reviews.pending():
+            info = self._jobs.get(hold.job_id)
+            if info is not None and info.state == JobState.AWAITING_APPROVAL:
+                out.append((info, hold))
+        return out
+
+    def decide_review(
+        self, principal: Principal, job_id: str, approve: bool, reason: str
+    ) -> JobInfo:
+        """One reviewer's decision on a held job: it runs once enough independent reviewers
+        approved; one rejection ends it DENIED, uncharged. Nobody reviews their own job or a
+        job under a policy they registered."""
+        _require_reviewer(principal)
+        if not reason.strip():
+            raise InvalidArgument("a review decision needs a reason")
+        info = self._jobs.get(job_id)
+        if info is None:
+            raise NotFound(f"job '{job_id}' not found")
+        if info.principal == principal.name:
+            raise PermissionDenied("nobody reviews their own job", rule_ids=("review.own_job",))
+        if self._catalogue.registered_by(info.spec.dataset) == principal.name:
+            raise PermissionDenied(
+                "you registered this dataset's policy: another steward must review its jobs",
+                rule_ids=("review.policy_author",),
+            )
+        queued: JobInfo | None = None
+        release: JobInfo | None = None
+        final: JobInfo | None = None
+        rejected = False
+        with self._db.write() as conn:
+            current = self._jobs.get(job_id, conn)
+            hold = self._reviews.get(job_id, conn)
+            if current is None or hold is None or current.state != JobState.AWAITING_APPROVAL:
+                raise InvalidArgument(f"job '{job_id}' is not awaiting approval")
+            if not self._reviews.decide(conn, job_id, principal.name, approve, reason):
+                raise PermissionDenied(
+                    "you already decided on this job: approvals must be independent",
+                    rule_ids=("review.independent",),
+                )
+            approvals = len(hold.approvals) + int(approve)
+            fields = self._entry_fields(principal, info.spec, job_id)
+            self._audit.append(
+                conn,
+                "review.approved" if approve else "review.rejected",
+                **fields,
+                policy_version=info.policy_version,
+                submitter=info.principal,
+                reason=reason,
+                approvals=approvals,
+                approvals_required=hold.required,
+            )
+            if not approve and hold.stage == "release":
+                rejected = True  # it read data: charged, like any job that ends unreleased
+            elif not approve:
+                self._ledger.release(conn, job_id)
+                self._charge_budget(conn, job_id, False)
+                final = self._jobs.finish(
+                    conn,
+                    current,
+                    JobState.DENIED,
+                    reason=ReviewRejected.reason,
+                    message=f"rejected in review: {reason}",
+                    rule_ids=("review.rejected",),
+                )
+            elif approvals >= hold.required and hold.stage == "release":
+                release = current
+            elif approvals >= hold.required:
+                queued = self._jobs.queue_held(conn, current)
+        if rejected:
+            refusal = ReviewRejected(f"rejected in review: {reason}", rule_ids=("review.rejected",))
+            record = self._catalogue.get(info.spec.dataset)
+            rows = record.row_count if record else 0
+            final = self._finish_unreleased(job_id, JobState.DENIED, refusal, rows)
+        elif release is not None:
+            final = self._release_approved(release)
+        if final is not None:
+            self._signal(job_id, None, final)
+            return final
+        if queued is not None:
+            self._run_approved(queued)
+        return self._jobs.get(job_id) or info
+
+    def _run_approved(self, info: JobInfo) -> None:
+        """Queue an approved job, unless its policy or data changed while it waited."""
+        policy = self._policies.get(info.spec.dataset)
+        record = self._catalogue.get(info.spec.dataset)
+        if policy is None or record is None or policy.version_label != info.policy_version:
+            failure = JobFailed("the dataset's policy changed while the job awaited approval")
+            final = self._finish_unreleased(info.job_id, JobState.FAILED, failure, 0)
+            self._signal(info.job_id, None, final)
+            return
+        try:
+            job_plan = plan(info.spec, record, policy)
+            terms = _noise_terms(info.spec, policy, record)
+        except SandboxError as exc:
+            final = self._finish_unreleased(info.job_id, JobState.FAILED, exc, 0)
+            self._signal(info.job_id, None, final)
+            return
+        self._enqueue(info, job_plan, record, policy, terms)
 
     def find(self, principal: Principal, project: str = "", limit: int = 100) -> list[JobInfo]:
         owner = principal.name if principal.role == Role.RESEARCHER else None
@@ -654,6 +1059,13 @@ class JobPipeline:
         if blob is None:
             raise JobFailed("result missing", job_id=job_id)
         return ResultTable.from_json(json.loads(blob))
+
+    def receipt(self, principal: Principal, job_id: str) -> dict[str, Any] | None:
+        """The receipt of a job's release: its audit entry's index and leaf hash, a signed
+        checkpoint covering it and the inclusion proof (None if nothing was released)."""
+        self._visible_job(principal, job_id)
+        seq = self._jobs.release_seq(job_id)
+        return None if seq is None else self._audit.receipt(seq).to_dict()
 
     # ---- lifecycle --------------------------------------------------------------------
     def recover(self) -> None:
@@ -680,13 +1092,89 @@ class JobPipeline:
             except SandboxError as exc:
                 self._finish_unreleased(info.job_id, JobState.FAILED, exc, 0)
                 continue
-            self._executor.submit(self._execute, info, job_plan, record, policy, terms)
+            self._enqueue(info, job_plan, record, policy, terms)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop: queued jobs stay QUEUED (resumed at next start); running ones are interrupted."""
+        self._closing.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._engine.interrupt_all()
         self._executor.shutdown(wait=wait)
+        self._watcher.join()
+
+    def _watch_cancellations(self) -> None:
+        """Interrupt this process's running jobs that a sibling process was asked to cancel."""
+        try:
+            while not self._closing.wait(_CANCEL_POLL_S):
+                with self._waiting_lock:
+                    local = set(self._local)
+                if not local:
+                    continue
+                try:
+                    asked = self._jobs.cancel_requested() & local
+                except sqlite3.Error as exc:
+                    log.warning("cancellation check failed (%s)", type(exc).__name__)
+                    continue
+                for job_id in asked:
+                    self._engine.interrupt(job_id)
+        finally:
+            self._db.close()  # this thread's connection
+
+    def stop_project_jobs(self, project_id: str, actor: Principal) -> int:
+        """Stop a revoked project's jobs; how many were stopped.
+
+        Queued jobs and jobs awaiting approval are cancelled as ``cancel`` cancels them (quota
+        and budget freed, logged as ``job.cancelled`` by ``actor``); running ones are
+        interrupted as ``cancel`` does (logged as ``job.stop_requested``; the worker then ends
+        them CANCELLED). A queued job that starts meanwhile is found among the running ones.
+        """
+        stopped = 0
+        unstarted = [i for state in _UNSTARTED for i in self._jobs.with_state(state)]
+        for info in unstarted:
+            if info.spec.project != project_id:
+                continue
+            with self._db.write() as conn:
+                current = self._jobs.get(info.job_id, conn)
+                if current is None or current.state not in _UNSTARTED:
+                    continue
+                self._ledger.release(conn, info.job_id)
+                self._charge_budget(conn, info.job_id, False)
+                self._jobs.finish(
+                    conn,
+                    current,
+                    JobState.CANCELLED,
+                    reason=JobCancelled.reason,
+                    message=f"cancelled while {_UNSTARTED[current.state]}: project "
+                    f"'{project_id}' was revoked",
+                )
+                self._audit.append(
+                    conn,
+                    "job.cancelled",
+                    **self._entry_fields(actor, info.spec, info.job_id),
+                    policy_version=info.policy_version,
+                    cause="project.revoked",
+                    charged={"jobs": 0, "rows": 0},
+                )
+            self._signal(info.job_id)
+            log.info("job %s cancelled: project %s revoked", info.job_id, project_id)
+            stopped += 1
+        for info in self._jobs.with_state(JobState.RUNNING):
+            if info.spec.project != project_id:
+                continue
+            with self._db.write() as conn:
+                self._jobs.request_cancel(conn, info.job_id)  # for a sibling process running it
+                self._audit.append(
+                    conn,
+                    "job.stop_requested",
+                    **self._entry_fields(actor, info.spec, info.job_id),
+                    policy_version=info.policy_version,
+                    cause="project.revoked",
+                )
+            if self._is_local(info.job_id):
+                self._engine.interrupt(info.job_id)
+            log.info("job %s interrupted: project %s revoked", info.job_id, project_id)
+            stopped += 1
+        return stopped
 
 
 def disclose(
@@ -745,6 +1233,10 @@ class Vetted:
     project: Project
     plan: Plan
     terms: NoiseTerms | None
+    waived: tuple[str, ...] = ()
+    """Policy rules a granted exception waives for this job (consumed at admission)."""
+    waived_digest: str = ""
+    """Digest of the spec as refused (before canonicalisation): what the exception names."""
 
 
 @dataclass
@@ -753,6 +1245,19 @@ class _Waiters:
 
     event: threading.Event = field(default_factory=threading.Event)
     released: ResultTable | None = None
+    final: JobInfo | None = None
+    count: int = 0
+    """Callers registered; the last to leave drops the entry if no signal did."""
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What an accepted job's worker needs."""
+
+    plan: Plan
+    record: DatasetRecord
+    policy: Policy
+    terms: NoiseTerms | None
 
 
 @dataclass(frozen=True)

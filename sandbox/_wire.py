@@ -24,20 +24,25 @@ from sandbox._model import (
     ColumnRole,
     DatasetInfo,
     Estimate,
+    ExceptionRequest,
+    ExceptionState,
     Filter,
     FilterOp,
+    Grant,
     JobInfo,
     JobSpec,
     JobState,
     Key,
     Project,
+    ProjectUpdate,
+    PublicKeyInfo,
     QuotaLimits,
     QuotaUsage,
     ResultRow,
     ResultTable,
     Scalar,
 )
-from sandbox.api.v1 import catalog_pb2, common_pb2, jobs_pb2, projects_pb2
+from sandbox.api.v1 import catalog_pb2, common_pb2, jobs_pb2, keys_pb2, projects_pb2
 from sandbox.mock import MockRequest
 
 _OPS = {
@@ -69,6 +74,7 @@ _STATES = {
     JobState.FAILED: jobs_pb2.JOB_STATE_FAILED,
     JobState.DENIED: jobs_pb2.JOB_STATE_DENIED,
     JobState.CANCELLED: jobs_pb2.JOB_STATE_CANCELLED,
+    JobState.AWAITING_APPROVAL: jobs_pb2.JOB_STATE_AWAITING_APPROVAL,
 }
 _STATES_BACK = {v: k for k, v in _STATES.items()}
 _CELLS = {
@@ -82,6 +88,8 @@ MAX_VALUES_PER_FILTER = 1000
 ROWS_PER_CHUNK = 2000
 MOCK_CHUNK_BYTES = 1 << 20
 """Target size of one MockRows chunk (its Arrow IPC stream)."""
+SEALED_CHUNK_BYTES = 1 << 20
+"""Most bytes of a sealed result one ResultChunk carries."""
 
 
 # ---- values -------------------------------------------------------------------------------
@@ -269,6 +277,7 @@ def result_to_chunks(
         value_columns=list(table.value_columns),
         settings=dict(table.settings),
         privacy=dict(table.privacy),
+        policy_version=table.policy_version,
         rows=rows[:rows_per_chunk],
         result_digest=table.digest(),
     )
@@ -305,8 +314,42 @@ def result_from_chunks(chunks: Iterable[jobs_pb2.ResultChunk]) -> tuple[ResultTa
         rows=tuple(rows),
         settings=dict(header.settings),
         privacy=dict(header.privacy),
+        policy_version=header.policy_version,
     )
     return table, header.result_digest
+
+
+def sealed_to_chunks(
+    blob: bytes, max_bytes: int = SEALED_CHUNK_BYTES
+) -> list[jobs_pb2.ResultChunk]:
+    """A sealed result as chunks carrying only ``sealed_result`` (at least one)."""
+    step = max(1, max_bytes)
+    pieces = [blob[i : i + step] for i in range(0, len(blob), step)] or [b""]
+    return [jobs_pb2.ResultChunk(sealed_result=piece) for piece in pieces]
+
+
+SEALED_FIELDS = {"sealed_result", "receipt_json"}
+"""What a chunk of a sealed result may carry: the seal, and the release's receipt (no data)."""
+
+
+def sealed_from_chunks(chunks: Iterable[jobs_pb2.ResultChunk]) -> bytes | None:
+    """The sealed result the chunks carry, or None if they carry a plaintext table.
+
+    A sealed result arrives with nothing else but its receipt: a chunk mixing it with table
+    fields, or a stream mixing sealed and plaintext chunks, is refused.
+    """
+    parts: list[bytes] = []
+    plain = False
+    for chunk in chunks:
+        if chunk.sealed_result:
+            if {f.name for f, _ in chunk.ListFields()} - SEALED_FIELDS:
+                raise SandboxError("the server sent a sealed result mixed with plaintext fields")
+            parts.append(chunk.sealed_result)
+        else:
+            plain = True
+    if parts and plain:
+        raise SandboxError("the server sent a result partly sealed and partly in plaintext")
+    return b"".join(parts) if parts else None
 
 
 def estimate_to_pb(e: Estimate) -> jobs_pb2.JobEstimate:
@@ -339,6 +382,26 @@ def estimate_from_pb(pb: jobs_pb2.JobEstimate) -> Estimate:
         spec_digest=pb.spec_digest,
         predicted=predicted,
         mock_rows=pb.mock_rows,
+    )
+
+
+# ---- keys ---------------------------------------------------------------------------------
+def key_info_to_pb(info: PublicKeyInfo) -> keys_pb2.PublicKeyInfo:
+    return keys_pb2.PublicKeyInfo(
+        principal=info.principal,
+        registered=info.registered,
+        fingerprint=info.fingerprint,
+        bits=info.bits,
+        replaced_fingerprint=info.replaced_fingerprint,
+    )
+
+
+def key_info_from_pb(pb: keys_pb2.PublicKeyInfo) -> PublicKeyInfo:
+    return PublicKeyInfo(
+        principal=pb.principal,
+        fingerprint=pb.fingerprint if pb.registered else "",
+        bits=pb.bits,
+        replaced_fingerprint=pb.replaced_fingerprint,
     )
 
 
@@ -498,29 +561,144 @@ def quota_from_pb(pb: projects_pb2.QuotaLimits) -> QuotaLimits:
     )
 
 
+def _date(text: str, what: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise InvalidArgument(f"{what} must be an ISO date (YYYY-MM-DD)") from None
+
+
+def grant_to_pb(g: Grant) -> projects_pb2.Grant:
+    return projects_pb2.Grant(
+        dataset=g.dataset, purpose=g.purpose, expires=g.expires.isoformat() if g.expires else ""
+    )
+
+
+def grant_from_pb(pb: projects_pb2.Grant) -> Grant:
+    expires = _date(pb.expires, "a grant's expiry") if pb.expires else None
+    return Grant(pb.dataset, pb.purpose, expires)
+
+
 def project_to_pb(p: Project) -> projects_pb2.Project:
     return projects_pb2.Project(
         id=p.id,
         title=p.title,
         members=list(p.members),
-        grants=[projects_pb2.Grant(dataset=d, purpose=u) for d, u in p.grants],
+        grants=[grant_to_pb(Grant(d, u, p.grant_expires(d, u))) for d, u in p.grants],
         expires=p.expires.isoformat(),
         quota=quota_to_pb(p.quota),
+        revoked=p.revoked,
     )
 
 
 def project_from_pb(pb: projects_pb2.Project) -> Project:
-    try:
-        expires = dt.date.fromisoformat(pb.expires)
-    except ValueError:
-        raise InvalidArgument("project expiry must be an ISO date (YYYY-MM-DD)") from None
+    expires = _date(pb.expires, "project expiry")
+    grants = [grant_from_pb(g) for g in pb.grants]
     return Project(
         id=pb.id,
         title=pb.title,
         members=tuple(pb.members),
-        grants=tuple((g.dataset, g.purpose) for g in pb.grants),
+        grants=tuple((g.dataset, g.purpose) for g in grants),
         expires=expires,
         quota=quota_from_pb(pb.quota),
+        grant_expiry=tuple((g.dataset, g.purpose, g.expires) for g in grants if g.expires),
+        revoked=pb.revoked,
+    )
+
+
+def update_to_pb(project: str, u: ProjectUpdate) -> projects_pb2.UpdateProjectRequest:
+    pb = projects_pb2.UpdateProjectRequest(
+        project=project,
+        add_members=list(u.add_members),
+        remove_members=list(u.remove_members),
+        add_grants=[grant_to_pb(g) for g in u.add_grants],
+        remove_grants=[projects_pb2.Grant(dataset=d, purpose=p) for d, p in u.remove_grants],
+    )
+    if u.title is not None:
+        pb.title = u.title
+    if u.expires is not None:
+        pb.expires = u.expires.isoformat()
+    if u.quota is not None:
+        pb.quota.CopyFrom(quota_to_pb(u.quota))
+    return pb
+
+
+def update_from_pb(pb: projects_pb2.UpdateProjectRequest) -> tuple[str, ProjectUpdate]:
+    return pb.project, ProjectUpdate(
+        title=pb.title if pb.HasField("title") else None,
+        add_members=tuple(pb.add_members),
+        remove_members=tuple(pb.remove_members),
+        add_grants=tuple(grant_from_pb(g) for g in pb.add_grants),
+        remove_grants=tuple((g.dataset, g.purpose) for g in pb.remove_grants),
+        expires=_date(pb.expires, "project expiry") if pb.HasField("expires") else None,
+        quota=quota_from_pb(pb.quota) if pb.HasField("quota") else None,
+    )
+
+
+_EXCEPTION_STATES = {
+    ExceptionState.PENDING: projects_pb2.EXCEPTION_STATE_PENDING,
+    ExceptionState.GRANTED: projects_pb2.EXCEPTION_STATE_GRANTED,
+    ExceptionState.REJECTED: projects_pb2.EXCEPTION_STATE_REJECTED,
+    ExceptionState.USED: projects_pb2.EXCEPTION_STATE_USED,
+}
+_EXCEPTION_STATES_BACK = {v: k for k, v in _EXCEPTION_STATES.items()}
+
+
+def exception_state_to_pb(state: ExceptionState | None) -> projects_pb2.ExceptionState:
+    return projects_pb2.EXCEPTION_STATE_UNSPECIFIED if state is None else _EXCEPTION_STATES[state]
+
+
+def exception_state_from_pb(pb: projects_pb2.ExceptionState) -> ExceptionState | None:
+    """None for UNSPECIFIED (any state, in a filter)."""
+    if pb == projects_pb2.EXCEPTION_STATE_UNSPECIFIED:
+        return None
+    try:
+        return _EXCEPTION_STATES_BACK[pb]
+    except KeyError:
+        raise InvalidArgument(f"unknown exception state {int(pb)}") from None
+
+
+def exception_to_pb(r: ExceptionRequest) -> projects_pb2.ExceptionRequest:
+    return projects_pb2.ExceptionRequest(
+        id=r.id,
+        job_id=r.job_id,
+        principal=r.principal,
+        project=r.project,
+        dataset=r.dataset,
+        purpose=r.purpose,
+        spec_digest=r.spec_digest,
+        rule_ids=list(r.rule_ids),
+        justification=r.justification,
+        state=_EXCEPTION_STATES[r.state],
+        requested_at_us=_us(r.requested_at),
+        decided_by=r.decided_by,
+        decision_reason=r.decision_reason,
+        decided_at_us=_us(r.decided_at),
+        used_by_job=r.used_by_job,
+    )
+
+
+def exception_from_pb(pb: projects_pb2.ExceptionRequest) -> ExceptionRequest:
+    state = exception_state_from_pb(pb.state)
+    requested = _from_us(pb.requested_at_us)
+    if state is None or requested is None:
+        raise SandboxError("the server sent an exception request without a state or time")
+    return ExceptionRequest(
+        id=pb.id,
+        job_id=pb.job_id,
+        principal=pb.principal,
+        project=pb.project,
+        dataset=pb.dataset,
+        purpose=pb.purpose,
+        spec_digest=pb.spec_digest,
+        rule_ids=tuple(pb.rule_ids),
+        justification=pb.justification,
+        state=state,
+        requested_at=requested,
+        decided_by=pb.decided_by,
+        decision_reason=pb.decision_reason,
+        decided_at=_from_us(pb.decided_at_us),
+        used_by_job=pb.used_by_job,
     )
 
 

@@ -141,7 +141,9 @@ def make_world(
         'policy_dir = "policies"',
         "grace_period_s = 2",
     ]
-    lines += [f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in settings.items()]
+    # Plaintext loopback: bearer tokens must be allowed explicitly (tests may override).
+    settings = {"allow_plaintext_tokens": True, **settings}
+    lines += [f"{k} = {_toml(v)}" for k, v in settings.items()]
     (root / "sandbox.toml").write_text("\n".join(lines).replace("'", '"') + "\n")
     config = load_config(root / "sandbox.toml")
     server = start_server(config)
@@ -155,6 +157,12 @@ def make_world(
     ]:
         world.add_principal(name, role)
     return world
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 @pytest.fixture

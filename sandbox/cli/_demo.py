@@ -48,6 +48,7 @@ def _write_config(workdir: Path, policy_dir: Path) -> Path:
         f'data_root = "{workdir / "data"}"\n'
         f'policy_dir = "{policy_dir.resolve()}"\n'
         "grace_period_s = 5\n"
+        "allow_plaintext_tokens = true\n"  # a local demo on loopback, without TLS
     )
     return config
 

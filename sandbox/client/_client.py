@@ -12,19 +12,34 @@ from typing import Any, TypeVar
 
 import grpc
 import pandas as pd
+from Crypto.PublicKey.RSA import RsaKey
 
 from sandbox import _wire as wire
-from sandbox._errors import JobCancelled, JobFailed, SandboxError, Timeout, error_for_reason
+from sandbox._errors import (
+    AwaitingApproval,
+    InvalidArgument,
+    JobCancelled,
+    JobFailed,
+    PrivateKeyRequired,
+    SandboxError,
+    Timeout,
+    error_for_reason,
+)
 from sandbox._model import (
     AuditRecord,
     DatasetInfo,
     Estimate,
+    ExceptionRequest,
+    ExceptionState,
     JobInfo,
     JobSpec,
     JobState,
+    PendingReview,
     Project,
+    ProjectUpdate,
     QuotaLimits,
     QuotaUsage,
+    ResultTable,
     VerifyReport,
 )
 from sandbox.api.v1 import (
@@ -34,13 +49,20 @@ from sandbox.api.v1 import (
     catalog_pb2_grpc,
     jobs_pb2,
     jobs_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
     projects_pb2,
     projects_pb2_grpc,
+    review_pb2,
+    review_pb2_grpc,
 )
 from sandbox.client._errors import raise_from_rpc
 from sandbox.client._query import Query
 from sandbox.client._result import Result
 from sandbox.client._sql import sql_to_spec
+from sandbox.crypto import export_public_key, unseal
+from sandbox.crypto import load_private_key as _load_private_key
+from sandbox.crypto._keys import key_fingerprint
 from sandbox.mock import MockRequest
 
 T = TypeVar("T")
@@ -66,6 +88,11 @@ class Client:
         tls: ``True`` for the system trust store, a ``TLS`` for a private CA / client cert,
             ``None``/``False`` for plaintext (local use only).
         timeout: default deadline in seconds for each call.
+        private_key: the researcher's private key (see :meth:`load_private_key`). Once the
+            public half is registered (:meth:`register_public_key`), the server seals every
+            result of this researcher's jobs to it and the client opens them transparently.
+            With a key, the client also asks the server to refuse any request whose result
+            would not be sealed to it.
     """
 
     def __init__(
@@ -76,11 +103,21 @@ class Client:
         tls: bool | TLS | None = None,
         timeout: float = 30.0,
         max_message_bytes: int = 64 * 1024 * 1024,
+        private_key: RsaKey | None = None,
     ) -> None:
+        if private_key is not None and not (
+            isinstance(private_key, RsaKey) and private_key.has_private()
+        ):
+            raise InvalidArgument("private_key must be an RSA private key (load_private_key)")
+        self._private_key = private_key
+        self._key_fingerprint = key_fingerprint(private_key).hex() if private_key else ""
         options: list[tuple[str, str | int]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.keepalive_time_ms", 60_000),
+            # A connection of its own: gRPC otherwise shares one TCP connection among all
+            # channels to a target in the process, which a multi-process server cannot spread.
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         if tls:
             settings = tls if isinstance(tls, TLS) else TLS()
@@ -100,6 +137,18 @@ class Client:
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
         self._projects = projects_pb2_grpc.ProjectServiceStub(self._channel)
         self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
+        self._keys = keys_pb2_grpc.KeyServiceStub(self._channel)
+        self._review = review_pb2_grpc.ReviewServiceStub(self._channel)
+
+    @staticmethod
+    def load_private_key(path: str | Path, passphrase: str | bytes) -> RsaKey:
+        """Read a private key written by ``sandbox keys new`` (passphrase-protected PKCS#8).
+
+        Raises:
+            KeyPassphraseInvalid: wrong passphrase (or a damaged file).
+            KeyInvalid: not an encrypted PKCS#8 RSA private key.
+        """
+        return _load_private_key(Path(path).expanduser().read_bytes(), passphrase)
 
     # ---- plumbing ----------------------------------------------------------------------
     def _call(self, method: Callable[..., T], request: Any, timeout: float | None = None) -> T:
@@ -116,6 +165,49 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _open(self, info: JobInfo, chunks: list[jobs_pb2.ResultChunk]) -> Result:
+        """The released table from result chunks: in plaintext, or unsealed with our key."""
+        blob = wire.sealed_from_chunks(chunks)
+        receipt = json.loads(chunks[0].receipt_json) if chunks and chunks[0].receipt_json else None
+        if blob is None:
+            table, digest = wire.result_from_chunks(chunks)
+            return Result(info.job_id, table, digest, receipt=receipt)
+        if self._private_key is None:
+            raise PrivateKeyRequired(
+                f"the result of job {info.job_id} is sealed to the public key registered for "
+                f"'{info.principal}': pass your private key, e.g. Client(..., private_key="
+                "Client.load_private_key('private_key.pem', passphrase))",
+                job_id=info.job_id,
+            )
+        plaintext = unseal(
+            blob, self._private_key, job_id=info.job_id, spec_digest=info.spec.digest()
+        )
+        try:
+            table = ResultTable.from_json(json.loads(plaintext))
+        except (ValueError, KeyError, TypeError):
+            raise SandboxError("the sealed result does not hold a result table") from None
+        return Result(info.job_id, table, table.digest(), sealed=True, receipt=receipt)
+
+    # ---- researcher keys ---------------------------------------------------------------
+    def register_public_key(self, public_key_pem: bytes | str | None = None) -> str:
+        """Register (or replace) your public key; returns its fingerprint.
+
+        Without an argument, the public half of this client's ``private_key`` is registered.
+        From then on every result of your jobs leaves the server sealed to this key.
+        """
+        if public_key_pem is None:
+            if self._private_key is None:
+                raise InvalidArgument("pass a public key PEM, or create the client with a key")
+            public_key_pem = export_public_key(self._private_key)
+        pem = public_key_pem.encode("ascii") if isinstance(public_key_pem, str) else public_key_pem
+        req = keys_pb2.RegisterPublicKeyRequest(public_key_pem=pem)
+        return wire.key_info_from_pb(self._call(self._keys.RegisterPublicKey, req)).fingerprint
+
+    def public_key_fingerprint(self) -> str | None:
+        """The fingerprint of the public key registered for you, or None."""
+        resp = self._call(self._keys.GetPublicKey, keys_pb2.GetPublicKeyRequest())
+        return wire.key_info_from_pb(resp).fingerprint or None
 
     # ---- catalogue ---------------------------------------------------------------------
     def datasets(self) -> list[DatasetInfo]:
@@ -195,7 +287,9 @@ class Client:
         """Submit a job; returns at once with a handle. Idempotent on ``request_id``."""
         spec = self._spec(job, project, purpose)
         req = jobs_pb2.SubmitJobRequest(
-            request_id=request_id or secrets.token_hex(16), spec=wire.spec_to_pb(spec)
+            request_id=request_id or secrets.token_hex(16),
+            spec=wire.spec_to_pb(spec),
+            expected_key_fingerprint=self._key_fingerprint,
         )
         return Job(self, wire.job_from_pb(self._call(self._jobs.SubmitJob, req).job))
 
@@ -220,12 +314,16 @@ class Client:
             spec=wire.spec_to_pb(spec),
             wait_seconds=first_wait,
             include_result=True,
+            expected_key_fingerprint=self._key_fingerprint,
         )
         started = time.monotonic()
         resp = self._call(self._jobs.SubmitJob, req, timeout=first_wait + self._timeout)
         info = wire.job_from_pb(resp.job)
         if resp.HasField("result"):
-            return _inline_result(info.job_id, resp.result)
+            return self._open(info, [resp.result])
+        if info.state == JobState.AWAITING_APPROVAL:
+            # Human review may take days: say so now; fetch it later with client.job(id).
+            raise AwaitingApproval(info.message, job_id=info.job_id)
         left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
         return Job(self, info).result(left, progress=progress)
 
@@ -288,24 +386,34 @@ class Client:
         self, job_id: str, seconds: float, include_result: bool = False
     ) -> tuple[JobInfo, Result | None]:
         req = jobs_pb2.WaitJobRequest(
-            job_id=job_id, timeout_seconds=seconds, include_result=include_result
+            job_id=job_id,
+            timeout_seconds=seconds,
+            include_result=include_result,
+            expected_key_fingerprint=self._key_fingerprint,
         )
         resp = self._call(self._jobs.WaitJob, req, timeout=seconds + self._timeout)
         info = wire.job_from_pb(resp.job)
-        return info, _inline_result(job_id, resp.result) if resp.HasField("result") else None
+        return info, self._open(info, [resp.result]) if resp.HasField("result") else None
 
     def _cancel(self, job_id: str) -> JobInfo:
         req = jobs_pb2.CancelJobRequest(job_id=job_id)
         return wire.job_from_pb(self._call(self._jobs.CancelJob, req))
 
-    def _result(self, job_id: str) -> Result:
-        req = jobs_pb2.GetResultRequest(job_id=job_id)
+    def _result(self, job_id: str, info: JobInfo | None = None) -> Result:
+        req = jobs_pb2.GetResultRequest(
+            job_id=job_id, expected_key_fingerprint=self._key_fingerprint
+        )
         try:
             stream = self._jobs.GetResult(req, timeout=self._timeout, metadata=self._metadata)
-            table, digest = wire.result_from_chunks(stream)
+            chunks = list(stream)
         except grpc.RpcError as exc:
             raise_from_rpc(exc)
-        return Result(job_id, table, digest)
+        if info is None and wire.sealed_from_chunks(chunks) is not None:
+            info = self._get(job_id)  # the spec digest the seal is bound to
+        if info is None:
+            table, digest = wire.result_from_chunks(chunks)
+            return Result(job_id, table, digest)
+        return self._open(info, chunks)
 
     # ---- projects ----------------------------------------------------------------------
     def quota(self, project: str) -> QuotaUsage:
@@ -324,6 +432,67 @@ class Client:
         req = projects_pb2.SetQuotaRequest(project=project, quota=wire.quota_to_pb(quota))
         return wire.project_from_pb(self._call(self._projects.SetQuota, req))
 
+    def update_project(self, project: str, update: ProjectUpdate) -> Project:
+        """Steward: change members, grants (and their expiry), title, expiry or quota."""
+        req = wire.update_to_pb(project, update)
+        return wire.project_from_pb(self._call(self._projects.UpdateProject, req))
+
+    def expire_project(self, project: str, reason: str = "") -> Project:
+        """Steward: end the project now (its last day becomes yesterday)."""
+        req = projects_pb2.ExpireProjectRequest(project=project, reason=reason)
+        return wire.project_from_pb(self._call(self._projects.ExpireProject, req))
+
+    def revoke_project(self, project: str, reason: str = "") -> tuple[Project, int]:
+        """Steward: revoke the project (final) and stop its jobs; how many were stopped."""
+        req = projects_pb2.RevokeProjectRequest(project=project, reason=reason)
+        resp = self._call(self._projects.RevokeProject, req)
+        return wire.project_from_pb(resp.project), int(resp.jobs_stopped)
+
+    # ---- exceptions to policy refusals -----------------------------------------------
+    def request_exception(
+        self, job_id: str, rule_ids: list[str] | tuple[str, ...], justification: str
+    ) -> ExceptionRequest:
+        """Ask for an exception to the policy refusal of your job ``job_id``, waiving
+        ``rule_ids`` (from ``job.info.rule_ids``). If granted, it admits that same job once."""
+        req = projects_pb2.RequestExceptionRequest(
+            job_id=job_id, rule_ids=list(rule_ids), justification=justification
+        )
+        return wire.exception_from_pb(self._call(self._projects.RequestException, req))
+
+    def exception_requests(
+        self, state: ExceptionState | None = None, project: str = "", limit: int = 100
+    ) -> list[ExceptionRequest]:
+        """Exception requests, newest first (a researcher sees their own)."""
+        req = projects_pb2.ListExceptionRequestsRequest(
+            state=wire.exception_state_to_pb(state), project=project, limit=limit
+        )
+        resp = self._call(self._projects.ListExceptionRequests, req)
+        return [wire.exception_from_pb(r) for r in resp.requests]
+
+    def decide_exception(self, request_id: str, grant: bool, reason: str) -> ExceptionRequest:
+        """Steward: grant or reject an exception request (never your own)."""
+        req = projects_pb2.DecideExceptionRequest(request_id=request_id, grant=grant, reason=reason)
+        return wire.exception_from_pb(self._call(self._projects.DecideException, req))
+
+    # ---- human review (stewards) ---------------------------------------------------------
+    def pending_reviews(self) -> list[PendingReview]:
+        """Jobs waiting for human review, oldest first, with why and who approved so far."""
+        resp = self._call(self._review.ListPendingReviews, review_pb2.ListPendingReviewsRequest())
+        return [
+            PendingReview(
+                job=wire.job_from_pb(r.job),
+                why=tuple(r.why),
+                approvals_required=r.approvals_required,
+                approved_by=tuple(r.approved_by),
+            )
+            for r in resp.reviews
+        ]
+
+    def review(self, job_id: str, *, approve: bool, reason: str) -> JobInfo:
+        """Approve or reject a held job, with a reason (logged; shown on a rejection)."""
+        req = review_pb2.DecideReviewRequest(job_id=job_id, approve=approve, reason=reason)
+        return wire.job_from_pb(self._call(self._review.DecideReview, req))
+
     # ---- audit -------------------------------------------------------------------------
     def audit_entries(self, after_seq: int = -1, limit: int = 1000) -> list[AuditRecord]:
         req = audit_pb2.ListAuditEntriesRequest(after_seq=after_seq, limit=limit)
@@ -339,11 +508,6 @@ class Client:
             first_bad_seq=resp.first_bad_seq if resp.has_first_bad_seq else None,
             problem=resp.problem,
         )
-
-
-def _inline_result(job_id: str, chunk: jobs_pb2.ResultChunk) -> Result:
-    table, digest = wire.result_from_chunks([chunk])
-    return Result(job_id, table, digest)
 
 
 class PreparedJob:
@@ -445,7 +609,7 @@ class Job:
         inline = self._wait(timeout, progress=progress, include_result=True)
         info = self.info
         if info.state == JobState.SUCCEEDED:
-            return inline or self._client._result(self.job_id)
+            return inline or self._client._result(self.job_id, info)
         if not info.state.terminal:
             raise Timeout(f"job {self.job_id} still {info.state.value}", job_id=self.job_id)
         if info.state == JobState.CANCELLED:

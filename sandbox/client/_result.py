@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -29,6 +30,11 @@ class Result:
     job_id: str
     table: ResultTable
     digest: str
+    sealed: bool = False
+    """Whether the table arrived sealed to the researcher's key (and was opened here)."""
+    receipt: dict[str, Any] | None = None
+    """The release's audit receipt: log index, leaf hash, signed checkpoint, inclusion proof
+    (check it offline with ``sandbox audit verify --proof``)."""
 
     def to_dataframe(self, *, status: bool = False, margins_name: str = "All") -> pd.DataFrame:
         """Group keys plus one nullable float column per aggregate (suppressed → NA).

@@ -11,6 +11,7 @@ not explicitly understood is rejected.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import replace
@@ -144,6 +145,14 @@ def sql_to_spec(sql: str, *, project: str, purpose: str, person_key: str = "") -
 
 def sql_to_query(sql: str, *, person_key: str = "") -> Query:
     """Parse one SELECT of the supported subset into a :class:`Query`."""
+    if not isinstance(sql, str):
+        raise InvalidJobSpec("SQL must be a string")
+    return _translate(sql, person_key)
+
+
+@functools.lru_cache(maxsize=256)
+def _translate(sql: str, person_key: str) -> Query:
+    # Queries are immutable, so a notebook re-running a cell parses its SQL once.
     return _Translator(person_key).select(_parse_one(sql))
 
 

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from sandbox._model import (
     TOTAL,
@@ -163,11 +166,17 @@ def offending(
     data_version: str,
     min_persons: int,
 ) -> set[int]:
-    """Indexes of new cells whose difference with an earlier released cell isolates persons."""
-    prior = list(prior)
+    """Indexes of new cells whose difference with an earlier released cell isolates persons.
+
+    Only nested (or, across data versions, equal) regions are compared. Nested regions share
+    their columns one way or the other and overlap on each shared column, so the register is
+    indexed by column set and each column's numeric hull: a new cell is compared only with
+    the earlier cells it could be nested with (a necessary condition; ``contains`` decides).
+    """
+    index = _RegisterIndex(list(prior))
     bad: set[int] = set()
     for i, (region, persons) in enumerate(new):
-        for old in prior:
+        for old in index.candidates(region):
             if old.data_version == data_version:
                 if not (contains(old.region, region) or contains(region, old.region)):
                     continue
@@ -180,6 +189,60 @@ def offending(
                 bad.add(i)
                 break
     return bad
+
+
+class _RegisterIndex:
+    """Released cells grouped by column set, with each column's numeric hull as arrays."""
+
+    def __init__(self, cells: list[ReleasedCell]) -> None:
+        groups: dict[frozenset[str], list[ReleasedCell]] = {}
+        for cell in cells:
+            groups.setdefault(frozenset(cell.region), []).append(cell)
+        self._groups = [
+            (
+                columns,
+                members,
+                {c: _hull_arrays([m.region[c] for m in members]) for c in columns},
+            )
+            for columns, members in groups.items()
+        ]
+
+    def candidates(self, region: Region) -> Iterator[ReleasedCell]:
+        columns = frozenset(region)
+        for group_columns, members, hulls in self._groups:
+            if not (group_columns <= columns or columns <= group_columns):
+                continue  # neither can contain the other: a column would be unconstrained
+            keep = np.ones(len(members), dtype=bool)
+            for column in group_columns & columns:
+                lo, hi = _hull(region[column])
+                if math.isnan(lo):
+                    continue  # not numeric: no pruning on this column
+                old_lo, old_hi = hulls[column]
+                keep &= np.isnan(old_lo) | ((old_lo <= hi) & (old_hi >= lo))
+            for j in np.flatnonzero(keep):
+                yield members[j]
+
+
+def _hull(c: Constraint) -> tuple[float, float]:
+    """The closed numeric interval holding every value ``c`` admits; NaN when not numeric
+    (or empty), which prunes nothing."""
+    nan = (math.nan, math.nan)
+    try:
+        if isinstance(c, ValueSet):
+            values = [float(v) for v in c.values]
+            return (min(values), max(values)) if values else nan
+        if isinstance(c, Range):
+            lo = -math.inf if c.lo is None else float(c.lo)
+            hi = math.inf if c.hi is None else float(c.hi)
+            return lo, hi
+    except (TypeError, ValueError):
+        return nan
+    return nan  # Missing: only another Missing is nested with it
+
+
+def _hull_arrays(constraints: list[Constraint]) -> tuple[Any, Any]:
+    hulls = np.array([_hull(c) for c in constraints], dtype=float).reshape(-1, 2)
+    return hulls[:, 0], hulls[:, 1]
 
 
 def contains(outer: Region, inner: Region) -> bool:

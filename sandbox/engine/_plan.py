@@ -71,8 +71,14 @@ class Source:
     version: str
     rows: int
     cacheable: bool = True
-    """Whether an in-memory copy serves this plan well: not when it groups by text, which
-    DuckDB groups faster from Parquet's dictionary encoding than from an uncompressed copy."""
+    """Whether an in-memory copy serves this plan well: not when it groups a file of more than
+    ``_TEXT_GROUPS_CACHE_ROWS`` rows by text, which DuckDB then groups faster from Parquet's
+    dictionary encoding than from an uncompressed copy."""
+
+
+_TEXT_GROUPS_CACHE_ROWS = 100_000
+"""Measured (group by a text column, 2 threads): the copy is twice as fast at 10 k rows, even at
+about 100 k, and 1.5 times slower at 1 M."""
 
 
 @dataclass(frozen=True)
@@ -346,7 +352,8 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy, *, screen: bool =
             reader,
             record.file_fingerprint,
             record.row_count,
-            cacheable=not any(
+            cacheable=record.row_count <= _TEXT_GROUPS_CACHE_ROWS
+            or not any(
                 types[c].upper().startswith(("VARCHAR", "TEXT", "STRING"))
                 for c, space in zip(spec.group_by, spaces, strict=True)
                 if not space.binned

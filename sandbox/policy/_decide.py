@@ -25,6 +25,18 @@ from sandbox._model import (
 from sandbox.policy._model import ColumnPolicy, DenyRule, Policy, PurposePolicy
 
 _COLUMNLESS = (AggFunc.COUNT, AggFunc.COUNT_DISTINCT)
+DECISION_CHECKS = (
+    "principal",
+    "project",
+    "purpose",
+    "spec",
+    "group_by",
+    "filters",
+    "aggregates",
+    "limits",
+    "deny",
+)
+"""The checks of a decision, in the order ``decide_with_trace`` reports them."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,32 @@ class Reason:
     rule_id: str
     """Stable id, e.g. ``column.not_in_purpose`` or ``deny.<rule id>``."""
     message: str
+
+
+@dataclass(frozen=True)
+class Step:
+    """One check of a decision trace (see ``decide_with_trace`` and ``explain``)."""
+
+    check: str
+    """What was checked, e.g. ``project`` or ``group_by``."""
+    passed: bool
+    """Whether the job cleared this check (False also when it was not reached)."""
+    rule_ids: tuple[str, ...] = ()
+    """Rule ids of the check's refusals, in order (empty when it passed)."""
+    message: str = ""
+    """What was checked, in words, or why the job fails it (never a filter value)."""
+    skipped: bool = False
+    """Not evaluated: an earlier check already refused the job, or it needs what a trace
+    cannot know (data, state); ``message`` says which."""
+    reason: str = ""
+    """The stable error reason a refusal here is reported with, e.g. ``POLICY_DENIED``."""
+
+    @property
+    def status(self) -> str:
+        """``pass``, ``FAIL`` or ``skip``."""
+        if self.skipped:
+            return "skip"
+        return "pass" if self.passed else "FAIL"
 
 
 @dataclass(frozen=True)
@@ -59,18 +97,107 @@ def decide(
     ``project`` is None when the named project does not exist; that is reported exactly like a
     project the principal is not a member of.
     """
+    return decide_with_trace(policy, spec, principal, project, today)[0]
+
+
+def decide_with_trace(
+    policy: Policy,
+    spec: JobSpec,
+    principal: Principal,
+    project: Project | None,
+    today: dt.date,
+) -> tuple[Decision, tuple[Step, ...]]:
+    """``decide``, plus one ``Step`` per check in the order they run.
+
+    The decision is exactly ``decide``'s. Every check runs (all reasons are collected), so a
+    refused job's trace shows each check it fails, each with its rule ids.
+    """
     check = _Check(policy, spec)
+    steps: list[Step] = []
+
+    def step(name: str, passed_text: str) -> None:
+        new = check.reasons[len(check.reasons) - check.added :]
+        check.added = 0
+        if new:
+            steps.append(
+                Step(
+                    name,
+                    False,
+                    tuple(dict.fromkeys(r.rule_id for r in new)),
+                    "; ".join(r.message for r in new),
+                    reason="POLICY_DENIED",
+                )
+            )
+        else:
+            steps.append(Step(name, True, (), passed_text))
+
     check.principal(principal)
+    step("principal", f"'{principal.name}' is a researcher")
     check.project(principal, project, today)
+    step("project", _project_text(spec, project, today))
     purpose = check.purpose()
+    step("purpose", f"purpose '{spec.purpose}' is defined for dataset '{policy.dataset}'")
     check.shape()
+    step("spec", f"{_count(len(spec.aggregates), 'aggregate')}, no group-by column repeated")
     check.group_by(purpose)
+    step("group_by", _use_text("group by", spec.group_by, purpose, "no group-by columns"))
     check.filters(purpose)
+    step(
+        "filters",
+        _use_text("filter on", tuple(f.column for f in spec.filters), purpose, "no filters"),
+    )
     check.aggregates(purpose)
+    step("aggregates", _aggregates_text(spec))
     check.limits()
+    step("limits", _limits_text(policy, spec))
     check.deny()
+    step("deny", f"no deny rule matches ({_count(len(policy.deny), 'rule')} checked)")
     reasons = tuple(check.reasons)
-    return Decision(allowed=not reasons, reasons=reasons, policy_version=policy.version_label)
+    decision = Decision(allowed=not reasons, reasons=reasons, policy_version=policy.version_label)
+    return decision, tuple(steps)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _project_text(spec: JobSpec, project: Project | None, today: dt.date) -> str:
+    expires = ""
+    if project is not None and project.expires != dt.date.max:
+        expires = f", expires {project.expires.isoformat()}"
+    return (
+        f"member of project '{spec.project}' (on {today.isoformat()}{expires}), which holds "
+        f"purpose '{spec.purpose}' on dataset '{spec.dataset}'"
+    )
+
+
+def _use_text(use: str, names: tuple[str, ...], purpose: PurposePolicy | None, none: str) -> str:
+    if not names:
+        return none
+    under = f" under purpose '{purpose.id}'" if purpose is not None else ""
+    return f"{use} {', '.join(dict.fromkeys(names))}: allowed{under}"
+
+
+def _aggregates_text(spec: JobSpec) -> str:
+    shown = [f"{a.function}({a.column})" if a.column else str(a.function) for a in spec.aggregates]
+    return f"{', '.join(shown) or 'none'}: allowed"
+
+
+def _limits_text(policy: Policy, spec: JobSpec) -> str:
+    limits = policy.limits
+    names = tuple(dict.fromkeys(spec.group_by))
+    sizes = [_group_count(policy.column(name)) for name in names]
+    if not names:
+        groups = "1 group"
+    elif any(size is None for size in sizes):
+        groups = "a number of groups known only from the data"
+    else:
+        groups = _count(math.prod(s + spec.margins for s in sizes if s is not None), "group")
+    return (
+        f"{_count(len(spec.filters), 'filter')} (at most {limits.max_filters}), "
+        f"{_count(len(spec.group_by), 'group-by column')} (at most {limits.max_group_by}), "
+        f"{groups} (at most {limits.max_groups})"
+    )
 
 
 class _Check:
@@ -78,11 +205,14 @@ class _Check:
         self.policy = policy
         self.spec = spec
         self.reasons: list[Reason] = []
+        self.added = 0
+        """Reasons added since the last trace step was taken."""
 
     def add(self, rule_id: str, message: str) -> None:
         reason = Reason(rule_id, message)
         if reason not in self.reasons:
             self.reasons.append(reason)
+            self.added += 1
 
     def visible(self, name: str) -> ColumnPolicy | None:
         """The column if it exists and is not hidden."""
@@ -106,16 +236,25 @@ class _Check:
             # Identical whether or not the project exists; nothing more is said about it.
             self.add("project.membership", f"principal is not a member of project '{spec.project}'")
             return
+        if project.revoked:
+            self.add("project.revoked", f"project '{project.id}' was revoked")
         if today > project.expires:
             self.add(
                 "project.expired",
                 f"project '{project.id}' expired on {project.expires.isoformat()}",
             )
+        last_day = project.grant_expires(spec.dataset, spec.purpose)
         if (spec.dataset, spec.purpose) not in project.grants:
             self.add(
                 "project.purpose_not_granted",
                 f"project '{project.id}' holds no grant for purpose '{spec.purpose}' "
                 f"on dataset '{spec.dataset}'",
+            )
+        elif last_day is not None and today > last_day:
+            self.add(
+                "project.purpose_expired",
+                f"the grant of project '{project.id}' for purpose '{spec.purpose}' on dataset "
+                f"'{spec.dataset}' expired on {last_day.isoformat()}",
             )
 
     # -- what ------------------------------------------------------------------------------

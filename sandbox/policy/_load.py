@@ -38,6 +38,7 @@ from sandbox.policy._model import (
     PTableSpec,
     PurposePolicy,
 )
+from sandbox.policy._review import build_review
 
 KeyPath = tuple[str | int, ...]
 
@@ -147,13 +148,16 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(policy_schema())
 
 
-def load_policy(path: Path) -> Policy:
+def load_policy(path: Path, *, match_file_name: bool = True) -> Policy:
     """Load and validate one policy file.
+
+    ``match_file_name=False`` accepts a file whose name is not ``<dataset>.yaml`` (e.g. an
+    older version saved elsewhere, for ``sandbox policy diff``); every other check applies.
 
     Raises:
         PolicyInvalid: one line per problem, each naming file, line, key path and a fix.
     """
-    policy, problems = _check_file(Path(path))
+    policy, problems = _check_file(Path(path), match_file_name=match_file_name)
     if problems or policy is None:
         raise PolicyInvalid("\n".join(problems))
     return policy
@@ -203,7 +207,7 @@ def _policy_files(directory: Path) -> list[Path]:
     )
 
 
-def _check_file(path: Path) -> tuple[Policy | None, list[str]]:
+def _check_file(path: Path, *, match_file_name: bool = True) -> tuple[Policy | None, list[str]]:
     label = str(path)
     try:
         raw = path.read_bytes()
@@ -251,7 +255,7 @@ def _check_file(path: Path) -> tuple[Policy | None, list[str]]:
     except RecursionError:
         return None, [f"{label}:1: (document): the document is nested too deeply — flatten it"]
     checker.check_schema(data)
-    checker.check_semantics(data, stem)
+    checker.check_semantics(data, stem if match_file_name else None)
     problems = checker.messages()
     if problems:
         return None, problems
@@ -439,9 +443,10 @@ class _Checker:
 
     # -- checks the schema cannot express --------------------------------------------------
 
-    def check_semantics(self, data: dict[str, Any], stem: str) -> None:
+    def check_semantics(self, data: dict[str, Any], stem: str | None) -> None:
+        """``stem``: the file name the dataset id must equal (None: any name)."""
         dataset = data.get("dataset")
-        if isinstance(dataset, str) and dataset != stem:
+        if isinstance(dataset, str) and stem is not None and dataset != stem:
             self.add(
                 ("dataset",),
                 f"'{dataset}' does not match the file name '{stem}'",
@@ -746,6 +751,7 @@ def _build(data: dict[str, Any], digest: str, label: str) -> Policy:
     limits = data.get("limits", {})
     defaults = Limits()
     return Policy(
+        review=build_review(data.get("review")),
         dataset=str(data["dataset"]),
         version=int(data["version"]),
         title=str(data["title"]),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from sandbox._model import AggFunc, ColumnRole, FilterOp, Scalar
+from sandbox.policy._review import ReviewRouting
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,8 @@ class Policy:
     disclosure: DisclosureSettings = DisclosureSettings()
     limits: Limits = Limits()
     deny: tuple[DenyRule, ...] = ()
+    review: ReviewRouting | None = None
+    """Which jobs wait for human review (None: none do)."""
     digest: str = ""
     """SHA-256 (hex) of the policy file's bytes."""
     path: str = ""

@@ -1,16 +1,24 @@
-"""Authentication interceptor: every RPC is authenticated; the role comes only from the token."""
+"""Authentication interceptor: every RPC is authenticated; the role comes only from the state
+store, for the principal named by a bearer token or by a verified client certificate.
+
+The transport facts come from gRPC's auth context: the connection is secure when its security
+level is ``TSI_PRIVACY_AND_INTEGRITY`` (TLS), and a client certificate the server verified
+(mutual TLS) names its subject in ``x509_subject``, OpenSSL's RFC 2253 rendering of the subject
+DN, most specific attribute first (``CN=ana,OU=Health,O=City,C=NL``).
+"""
 
 from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
 from sandbox._errors import SandboxError, Unauthenticated
 from sandbox._model import Principal
 from sandbox.server._status import abort_with
+from sandbox.state import Peer
 
 _PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "sandbox_principal", default=None
@@ -32,8 +40,25 @@ def _token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
     return None
 
 
+class Authenticate(Protocol):
+    """``Principals.authenticate``: a token (or None) and what the transport established."""
+
+    def __call__(self, token: str | None, /, peer: Peer | None = None) -> Principal: ...
+
+
+def peer_of(context: grpc.ServicerContext) -> Peer:
+    """The transport facts of a call: a secure channel, and a verified client certificate."""
+    auth = context.auth_context() or {}
+    secure = b"TSI_PRIVACY_AND_INTEGRITY" in auth.get("security_level", ())
+    subjects = list(auth.get("x509_subject", ())) if secure else []
+    subject = bytes(subjects[0]).decode("utf-8", "replace") if subjects else None
+    return Peer(secure=secure, cert_subject=subject)
+
+
 class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self, authenticate: Callable[[str], Principal]) -> None:
+    """Authenticates every call except health checks (see ``Principals.authenticate``)."""
+
+    def __init__(self, authenticate: Authenticate) -> None:
         self._authenticate = authenticate
 
     def intercept_service(
@@ -47,9 +72,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         def authed(behavior: Callable[..., Any], stream: bool = False) -> Callable[..., Any]:
             def run(request: Any, context: grpc.ServicerContext) -> Any:
                 try:
-                    if not token:
-                        raise Unauthenticated("missing bearer token")
-                    principal = self._authenticate(token)
+                    principal = self._authenticate(token, peer=peer_of(context))
                 except SandboxError as exc:
                     abort_with(context, exc)
                 reset = _PRINCIPAL.set(principal)

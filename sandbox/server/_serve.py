@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
+import multiprocessing.process
+import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from types import FrameType
 
 import grpc
@@ -14,16 +19,20 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sandbox._app import Sandbox
 from sandbox._config import ServerConfig
-from sandbox.api.v1 import audit_pb2_grpc, catalog_pb2_grpc, jobs_pb2_grpc, projects_pb2_grpc
 from sandbox.server._auth import AuthInterceptor
-from sandbox.server._servicer import AuditServicer, CatalogServicer, JobServicer, ProjectServicer
+from sandbox.server._servicer import add_services
 
 log = logging.getLogger("sandbox.server")
+_PARENT_CHECK_S = 0.5
 SERVICES = (
     "sandbox.api.v1.CatalogService",
     "sandbox.api.v1.JobService",
     "sandbox.api.v1.ProjectService",
     "sandbox.api.v1.AuditService",
+    "sandbox.api.v1.KeyService",
+    "sandbox.api.v1.ReviewService",
+    "sandbox.api.v1.FederationNodeService",
+    "sandbox.api.v1.FederationService",
 )
 
 
@@ -42,7 +51,18 @@ class RunningServer:
         self.app.close()
 
 
-def start_server(config: ServerConfig, app: Sandbox | None = None) -> RunningServer:
+def start_server(
+    config: ServerConfig,
+    app: Sandbox | None = None,
+    *,
+    recover: bool = True,
+    reuse_port: bool = False,
+) -> RunningServer:
+    """Start one server process's gRPC server.
+
+    ``recover`` resumes the jobs an earlier run left (only one process may); ``reuse_port``
+    lets the processes of one server share its port (the kernel spreads connections).
+    """
     app = app or Sandbox(config)
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -51,7 +71,7 @@ def start_server(config: ServerConfig, app: Sandbox | None = None) -> RunningSer
         ("grpc.keepalive_timeout_ms", config.keepalive_timeout_s * 1000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(reuse_port)),
     ]
     server = grpc.server(
         ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="sandbox-rpc"),
@@ -59,10 +79,7 @@ def start_server(config: ServerConfig, app: Sandbox | None = None) -> RunningSer
         options=options,
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
-    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(app), server)
-    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(app), server)
-    projects_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(app), server)
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(app), server)
+    add_services(server, app)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.tls is not None:
@@ -77,15 +94,21 @@ def start_server(config: ServerConfig, app: Sandbox | None = None) -> RunningSer
     if port == 0:
         app.close()
         raise OSError(f"cannot listen on {config.listen}")
-    app.jobs.recover()
+    if recover:
+        app.jobs.recover()
     server.start()
+    app.checkpointer.start(interval=1.0)
     for name in ("", *SERVICES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(server, app, port, health_servicer)
 
 
 def serve_forever(config: ServerConfig, on_ready: threading.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT, then shut down gracefully within the grace period."""
+    """Run until SIGTERM/SIGINT, then shut down gracefully within the grace period.
+
+    With ``config.processes`` above 1, this process supervises that many server processes
+    on one port and stops them all when it is told to stop or when any of them dies.
+    """
     stop = threading.Event()
 
     def handle(signum: int, frame: FrameType | None) -> None:
@@ -94,14 +117,82 @@ def serve_forever(config: ServerConfig, on_ready: threading.Event | None = None)
 
     # Handlers first: a signal arriving while the server starts still shuts it down cleanly.
     previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
-    running = start_server(config)
-    log.info("serving on port %d", running.port)
-    if on_ready is not None:
-        on_ready.set()
+    try:
+        if config.processes > 1:
+            _supervise(config, stop, on_ready)
+            return
+        running = start_server(config)
+        log.info("serving on port %d", running.port)
+        if on_ready is not None:
+            on_ready.set()
+        try:
+            stop.wait()
+        finally:
+            running.stop()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        log.info("stopped")
+
+
+def _supervise(
+    config: ServerConfig, stop: threading.Event, on_ready: threading.Event | None
+) -> None:
+    """Start the server processes, the first alone (it resumes earlier jobs), then the rest."""
+    context = multiprocessing.get_context("spawn")  # no gRPC or SQLite state crosses a fork
+    children: list[multiprocessing.process.BaseProcess] = []
+    try:
+        for index in range(config.processes):
+            # A pipe, not a shared Event: a supervisor killed mid-wait would leave an Event's
+            # lock held, and the child would block forever setting it.
+            ready, tell_ready = context.Pipe(duplex=False)
+            child = context.Process(
+                target=_serve_child,
+                args=(config, index == 0, tell_ready, os.getpid()),
+                name=f"sandbox-server-{index}",
+            )
+            child.start()
+            tell_ready.close()
+            children.append(child)
+            while not ready.poll(0.1):
+                if stop.is_set() or not child.is_alive():
+                    return
+            ready.close()
+        log.info("serving on %s with %d processes", config.listen, len(children))
+        if on_ready is not None:
+            on_ready.set()
+        while not stop.wait(0.5):
+            if not all(c.is_alive() for c in children):
+                log.error("a server process ended unexpectedly: stopping the others")
+                return
+    finally:
+        for process in children:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: each stops gracefully within the grace period
+        for process in children:
+            process.join(config.grace_period_s + 10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def _serve_child(config: ServerConfig, recover: bool, ready: Connection, supervisor: int) -> None:
+    stop = threading.Event()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, lambda signum, frame: stop.set())
+
+    def orphaned() -> None:  # the supervisor was killed outright: stop, never serve alone
+        while not stop.wait(_PARENT_CHECK_S):
+            if os.getppid() != supervisor:
+                log.error("the supervising process is gone: stopping")
+                stop.set()
+
+    threading.Thread(target=orphaned, name="sandbox-parent-watch", daemon=True).start()
+    running = start_server(config, recover=recover, reuse_port=True)
+    with contextlib.suppress(OSError):  # the supervisor may be gone already
+        ready.send_bytes(b"ready")
+    ready.close()
     try:
         stop.wait()
     finally:
         running.stop()
-        for s, h in previous.items():
-            signal.signal(s, h)
-        log.info("stopped")

@@ -70,6 +70,13 @@ class Catalogue:
         ).fetchone()
         return _record(row) if row else None
 
+    def registered_by(self, dataset_id: str) -> str:
+        """Who registered the dataset's current version (and so its policy), or ""."""
+        row = self._db.conn.execute(
+            "SELECT registered_by FROM datasets WHERE id = ?", (dataset_id,)
+        ).fetchone()
+        return str(row[0]) if row and row[0] else ""
+
     def list(self) -> list[DatasetRecord]:
         rows = self._db.conn.execute(
             f"SELECT {_COLUMNS} FROM datasets ORDER BY id"  # noqa: S608 - fixed column list

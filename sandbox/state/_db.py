@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,6 +140,81 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX releases_by_dataset ON releases (dataset, id);
     """,
+    # 5: cancellation asked of a job running in another server process; researchers' public
+    # keys (sealed results) and the certificate subjects mapped to principals (mutual TLS).
+    """
+    ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE principals ADD COLUMN public_key TEXT;
+    ALTER TABLE principals ADD COLUMN public_key_fingerprint TEXT;
+    ALTER TABLE principals ADD COLUMN cert_subject TEXT;
+    CREATE UNIQUE INDEX principals_by_cert_subject ON principals (cert_subject);
+    """,
+    # human review: jobs held for approval, and each reviewer's decision
+    """
+    CREATE TABLE review_holds (
+        job_id TEXT PRIMARY KEY,
+        required INTEGER NOT NULL,
+        why TEXT NOT NULL,
+        held_at TEXT NOT NULL,
+        stage TEXT NOT NULL DEFAULT 'run'
+    );
+    CREATE TABLE review_decisions (
+        job_id TEXT NOT NULL,
+        reviewer TEXT NOT NULL,
+        approve INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        decided_at TEXT NOT NULL,
+        PRIMARY KEY (job_id, reviewer)
+    );
+    """,
+    # project revocation, and researchers' requests for exceptions to policy refusals
+    """
+    ALTER TABLE projects ADD COLUMN revoked_at TEXT;
+    ALTER TABLE projects ADD COLUMN revoked_by TEXT;
+    CREATE TABLE exception_requests (
+        id TEXT PRIMARY KEY,
+        job_id TEXT NOT NULL UNIQUE,
+        principal TEXT NOT NULL,
+        project TEXT NOT NULL,
+        dataset TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        spec_digest TEXT NOT NULL,
+        rule_ids TEXT NOT NULL,
+        justification TEXT NOT NULL,
+        state TEXT NOT NULL
+            CHECK (state IN ('PENDING', 'GRANTED', 'REJECTED', 'USED')),
+        requested_at TEXT NOT NULL,
+        decided_by TEXT NOT NULL DEFAULT '',
+        decision_reason TEXT NOT NULL DEFAULT '',
+        decided_at TEXT,
+        used_by_job TEXT NOT NULL DEFAULT '',
+        used_at TEXT
+    );
+    CREATE INDEX exceptions_by_use ON exception_requests (principal, project, spec_digest, state);
+    """,
+    # audit proofs and checkpoints: the hash of every perfect subtree above the leaves, keyed
+    # (level << 40) | index; signed tree heads; and the log's id (the checkpoints' origin)
+    """
+    CREATE TABLE audit_nodes (
+        id INTEGER PRIMARY KEY,
+        hash BLOB NOT NULL
+    );
+    CREATE TABLE audit_checkpoints (
+        id INTEGER PRIMARY KEY,
+        size INTEGER NOT NULL,
+        checkpoint TEXT NOT NULL
+    );
+    CREATE INDEX audit_checkpoints_by_size ON audit_checkpoints (size, id);
+    CREATE TABLE audit_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    INSERT INTO audit_meta (key, value) VALUES ('log_id', lower(hex(randomblob(16))));
+    """,
+    # the audit log index of each released job's release entry (its receipt)
+    """
+    ALTER TABLE jobs ADD COLUMN release_seq INTEGER;
+    """,
 )
 
 
@@ -147,9 +225,16 @@ class Database:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        # Writers in this process queue on a lock rather than in SQLite's busy handler, whose
-        # sleep-and-retry backoff (up to 100 ms per try) would dominate tail latency.
+        # Writers queue on a lock rather than in SQLite's busy handler, whose sleep-and-retry
+        # backoff (up to 100 ms per try) would dominate tail latency: a thread lock within
+        # this process, and an advisory lock on a file beside the store across processes
+        # (server processes sharing the store, CLI commands). The kernel wakes a waiter as
+        # soon as the lock is free.
         self._write_lock = threading.Lock()
+        self._lock_file = os.open(
+            path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600
+        )
+        weakref.finalize(self, os.close, self._lock_file)
         self._migrate()
 
     def _connect(self) -> sqlite3.Connection:
@@ -173,13 +258,17 @@ class Database:
         """One atomic write transaction, serialised against every other writer."""
         conn = self.conn
         with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX)
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     def _migrate(self) -> None:
         with self.write() as conn:
@@ -191,6 +280,7 @@ class Database:
                 conn.execute(f"PRAGMA user_version = {int(i)}")
 
     def close(self) -> None:
+        """Close this thread's connection (other threads' close when they end)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
 from sandbox._model import AggFunc, Aggregate, Filter, FilterOp, JobInfo, JobSpec, JobState
+from sandbox.crypto import blob_key_id
+from sandbox.state._at_rest import AtRestKeys, result_context
 from sandbox.state._db import Database
 
 _INFO = (
@@ -18,8 +21,23 @@ _INFO = (
 
 
 class Jobs:
-    def __init__(self, db: Database) -> None:
+    """Job records; released results are stored sealed under the data-at-rest keys."""
+
+    def __init__(self, db: Database, keys: AtRestKeys | None = None) -> None:
         self._db = db
+        self._keys = keys
+
+    def _seal(self, job_id: str, result: bytes | None) -> bytes | None:
+        if result is None:
+            return None
+        if self._keys is None:
+            raise RuntimeError("results are stored only sealed: no data-at-rest keys")
+        return self._keys.seal(result, result_context(job_id))
+
+    def _open(self, job_id: str, blob: bytes) -> bytes:
+        if self._keys is None:
+            raise RuntimeError("results are stored only sealed: no data-at-rest keys")
+        return self._keys.open(blob, result_context(job_id))
 
     def insert(
         self,
@@ -37,7 +55,8 @@ class Jobs:
         data_version: str = "",
         result: bytes | None = None,
         result_digest: str = "",
-    ) -> None:
+    ) -> JobInfo:
+        """Insert a job; returns the record as ``get`` would now read it back."""
         now = _now()
         conn.execute(
             "INSERT INTO jobs (job_id, request_id, principal, project, dataset, spec, spec_digest,"
@@ -60,9 +79,24 @@ class Jobs:
                 now if state.terminal else None,
                 policy_version,
                 data_version,
-                result,
+                self._seal(job_id, result),
                 result_digest,
             ),
+        )
+        created = _ts(now)
+        assert created is not None
+        return JobInfo(
+            job_id=job_id,
+            request_id=request_id,
+            principal=principal,
+            spec=spec,
+            state=state,
+            created_at=created,
+            finished_at=created if state.terminal else None,
+            reason=reason,
+            message=message,
+            rule_ids=tuple(rule_ids),
+            policy_version=policy_version,
         )
 
     def released_answer(
@@ -75,7 +109,9 @@ class Jobs:
             " AND result IS NOT NULL ORDER BY created_at LIMIT 1",
             (spec_digest, policy_version, data_version),
         ).fetchone()
-        return (str(row[0]), bytes(row[1]), str(row[2])) if row else None
+        if row is None:
+            return None
+        return str(row[0]), self._open(str(row[0]), bytes(row[1])), str(row[2])
 
     def by_request(self, principal: str, request_id: str) -> JobInfo | None:
         row = self._db.conn.execute(
@@ -117,14 +153,66 @@ class Jobs:
         ).fetchall()
         return [_info(r) for r in rows]
 
-    def start(self, conn: sqlite3.Connection, job_id: str) -> bool:
-        """QUEUED → RUNNING and mark that data is about to be read. False if not queued."""
+    def start(self, conn: sqlite3.Connection, info: JobInfo) -> JobInfo | None:
+        """QUEUED → RUNNING and mark that data is about to be read; the record as it now reads,
+        or None if the job was no longer queued."""
+        now = _now()
         cur = conn.execute(
             "UPDATE jobs SET state = 'RUNNING', started_at = ?, data_read = 1"
             " WHERE job_id = ? AND state = 'QUEUED'",
-            (_now(), job_id),
+            (now, info.job_id),
         )
-        return cur.rowcount == 1
+        if cur.rowcount != 1:
+            return None
+        return replace(info, state=JobState.RUNNING, started_at=_ts(now))
+
+    def hold_release(
+        self, conn: sqlite3.Connection, info: JobInfo, held: bytes, message: str
+    ) -> JobInfo:
+        """RUNNING → AWAITING_APPROVAL with its protected table ``held`` (sealed at rest; no
+        API returns the result of a job that has not SUCCEEDED)."""
+        conn.execute(
+            "UPDATE jobs SET state = 'AWAITING_APPROVAL', message = ?, result = ? WHERE job_id = ?",
+            (message, self._seal(info.job_id, held), info.job_id),
+        )
+        return replace(info, state=JobState.AWAITING_APPROVAL, message=message)
+
+    def held_result(self, job_id: str) -> bytes | None:
+        """The protected table a job awaiting release approval holds (server side only)."""
+        return self.result(job_id)
+
+    def set_release_seq(self, conn: sqlite3.Connection, job_id: str, seq: int) -> None:
+        """Remember the audit entry that records the job's release (for its receipt)."""
+        conn.execute("UPDATE jobs SET release_seq = ? WHERE job_id = ?", (seq, job_id))
+
+    def release_seq(self, job_id: str) -> int | None:
+        row = self._db.conn.execute(
+            "SELECT release_seq FROM jobs WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def queue_held(self, conn: sqlite3.Connection, info: JobInfo) -> JobInfo | None:
+        """AWAITING_APPROVAL → QUEUED; the record as it now reads, or None if not held."""
+        cur = conn.execute(
+            "UPDATE jobs SET state = 'QUEUED', message = '' WHERE job_id = ?"
+            " AND state = 'AWAITING_APPROVAL'",
+            (info.job_id,),
+        )
+        return replace(info, state=JobState.QUEUED, message="") if cur.rowcount == 1 else None
+
+    def request_cancel(self, conn: sqlite3.Connection, job_id: str) -> None:
+        """Ask whichever server process runs the job to interrupt it."""
+        conn.execute(
+            "UPDATE jobs SET cancel_requested = 1 WHERE job_id = ? AND state = 'RUNNING'",
+            (job_id,),
+        )
+
+    def cancel_requested(self) -> set[str]:
+        """Running jobs someone asked to cancel."""
+        rows = self._db.conn.execute(
+            "SELECT job_id FROM jobs WHERE state = 'RUNNING' AND cancel_requested = 1"
+        ).fetchall()
+        return {str(r[0]) for r in rows}
 
     def data_read(self, conn: sqlite3.Connection, job_id: str) -> bool:
         row = conn.execute("SELECT data_read FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
@@ -133,7 +221,7 @@ class Jobs:
     def finish(
         self,
         conn: sqlite3.Connection,
-        job_id: str,
+        info: JobInfo,
         state: JobState,
         *,
         reason: str = "",
@@ -142,28 +230,68 @@ class Jobs:
         rows_scanned: int = 0,
         result: bytes | None = None,
         result_digest: str = "",
-    ) -> None:
+    ) -> JobInfo:
+        """End the job ``info`` describes; returns the record as ``get`` would now read it."""
+        now = _now()
         conn.execute(
             "UPDATE jobs SET state = ?, finished_at = ?, reason = ?, message = ?, rule_ids = ?,"
             " rows_scanned = ?, result = ?, result_digest = ? WHERE job_id = ?",
             (
                 str(state),
-                _now(),
+                now,
                 reason,
                 message,
                 json.dumps(list(rule_ids)),
                 rows_scanned,
-                result,
+                self._seal(info.job_id, result),
                 result_digest,
-                job_id,
+                info.job_id,
             ),
+        )
+        return replace(
+            info,
+            state=state,
+            finished_at=_ts(now),
+            reason=reason,
+            message=message,
+            rule_ids=tuple(rule_ids),
+            rows_scanned=rows_scanned,
         )
 
     def result(self, job_id: str) -> bytes | None:
         row = self._db.conn.execute(
             "SELECT result FROM jobs WHERE job_id = ?", (job_id,)
         ).fetchone()
-        return bytes(row[0]) if row and row[0] is not None else None
+        return self._open(job_id, bytes(row[0])) if row and row[0] is not None else None
+
+    def rewrap_results(self, batch: int = 500) -> int:
+        """Move every stored result to the active data-at-rest key; how many moved.
+
+        Each batch is one write transaction; a blob already under the active key is left as
+        it is, so an interrupted run can simply be repeated.
+        """
+        if self._keys is None:
+            raise RuntimeError("results are stored only sealed: no data-at-rest keys")
+        ring = self._keys.ring()
+        moved, after = 0, ""
+        while True:
+            with self._db.write() as conn:
+                rows = conn.execute(
+                    "SELECT job_id, result FROM jobs WHERE result IS NOT NULL AND job_id > ?"
+                    " ORDER BY job_id LIMIT ?",
+                    (after, batch),
+                ).fetchall()
+                for job_id, blob in rows:
+                    if blob_key_id(bytes(blob)) != ring.active_key_id:
+                        context = result_context(str(job_id))
+                        conn.execute(
+                            "UPDATE jobs SET result = ? WHERE job_id = ?",
+                            (ring.rewrap(bytes(blob), context=context), job_id),
+                        )
+                        moved += 1
+            if len(rows) < batch:
+                return moved
+            after = str(rows[-1][0])
 
 
 def spec_to_json(spec: JobSpec) -> dict[str, Any]:

@@ -82,7 +82,8 @@ class Ledger:
         conn.execute(
             "UPDATE ledger SET state = 'committed', rows = ? WHERE job_id = ?", (rows, job_id)
         )
-        self._count(conn, held[0], held[1], 0, rows - held[2])
+        if rows != held[2]:
+            self._count(conn, held[0], held[1], 0, rows - held[2])
 
     def release(self, conn: sqlite3.Connection, job_id: str) -> None:
         """Give a reservation back (only when no data was read)."""

@@ -37,14 +37,31 @@ from sandbox import (
     SandboxError,
     Unauthenticated,
 )
-from sandbox.api.v1 import audit_pb2, catalog_pb2, jobs_pb2, jobs_pb2_grpc, projects_pb2
+from sandbox.api.v1 import (
+    audit_pb2,
+    catalog_pb2,
+    federation_pb2,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    keys_pb2,
+    projects_pb2,
+    review_pb2,
+)
 from sandbox.audit import AuditLog
 from sandbox.client._errors import raise_from_rpc
 from sandbox.state import Principals
 from tests.conftest import PUMS_DIR, REPO, World, pums_policy
 from tests.security._support import workers_held
 
-SERVICE_MODULES = (catalog_pb2, jobs_pb2, projects_pb2, audit_pb2)
+SERVICE_MODULES = (
+    catalog_pb2,
+    jobs_pb2,
+    projects_pb2,
+    audit_pb2,
+    keys_pb2,
+    review_pb2,
+    federation_pb2,
+)
 COUNT = JobSpec("pums", "census-study", "research", (Aggregate(AggFunc.COUNT),), ("sex",))
 
 
@@ -302,6 +319,7 @@ def run_serve_and_signal(
         f'listen = "127.0.0.1:{port}"\n'
         'state_dir = "state"\ndata_root = "data"\npolicy_dir = "policies"\n'
         f"grace_period_s = {GRACE}\n"
+        "allow_plaintext_tokens = true\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
     env["PYTHONPATH"] = str(REPO)

@@ -66,17 +66,27 @@ def make_ca(cn: str) -> Issuer:
     return Issuer(key, cert)
 
 
-def issue(ca: Issuer, cn: str, *, server: bool) -> Issuer:
+def issue(
+    ca: Issuer,
+    cn: str,
+    *,
+    server: bool,
+    subject: x509.Name | None = None,
+    valid: tuple[dt.datetime, dt.datetime] | None = None,
+) -> Issuer:
+    """A certificate signed by ``ca`` for CN ``cn`` (or the full ``subject``), valid from five
+    minutes ago for a day unless ``valid`` gives (not before, not after)."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
+    not_before, not_after = valid or (now - dt.timedelta(minutes=5), now + dt.timedelta(days=1))
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(cn))
+        .subject_name(subject or _name(cn))
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
@@ -223,12 +233,21 @@ def test_client_trusting_another_ca_is_unavailable(tls_world_factory) -> None:
     assert world.client("sam", TLS(ca=world.ca, server_name="localhost")).datasets() == []
 
 
+def load_issuer(cert: Path, key: Path) -> Issuer:
+    ca_key = serialization.load_pem_private_key(key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    return Issuer(ca_key, x509.load_pem_x509_certificate(cert.read_bytes()))
+
+
 def test_mutual_tls_requires_a_client_certificate(tls_world_factory) -> None:
     world = tls_world_factory(mutual=True)
-    ca = x509.load_pem_x509_certificate(world.ca.read_bytes())
-    ca_key = serialization.load_pem_private_key((world.pki / "ca.key").read_bytes(), None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    cert, key = write_pem(world.pki, "client", issue(Issuer(ca_key, ca), "ana", server=False))
+    ca = load_issuer(world.ca, world.pki / "ca.key")
+    cert, key = write_pem(world.pki, "client", issue(ca, "ana", server=False))
+    sam_cert, sam_key = write_pem(world.pki, "sam", issue(ca, "sam", server=False))
+    db = world.server.app.db
+    with db.write() as conn:  # each certificate subject names its principal
+        Principals(db).map_cert(conn, "ana", "CN=ana")
+        Principals(db).map_cert(conn, "sam", "CN=sam")
     with pytest.raises(Unavailable):
         world.client("ana", TLS(ca=world.ca, server_name="localhost"), timeout=5).datasets()
     stranger_ca = make_ca("Stranger CA")
@@ -238,4 +257,5 @@ def test_mutual_tls_requires_a_client_certificate(tls_world_factory) -> None:
             "ana", TLS(ca=world.ca, cert=s_cert, key=s_key, server_name="localhost"), timeout=5
         ).datasets()
     tls = TLS(ca=world.ca, cert=cert, key=key, server_name="localhost")
-    assert run_job(world.client("sam", tls), world.client("ana", tls)) == 1000
+    sam_tls = TLS(ca=world.ca, cert=sam_cert, key=sam_key, server_name="localhost")
+    assert run_job(world.client("sam", sam_tls), world.client("ana", tls)) == 1000

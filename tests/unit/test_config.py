@@ -177,3 +177,19 @@ def test_unknown_tls_key_names_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(path, {})
     assert "clientca" in str(err.value)
+
+
+def test_plaintext_tokens_are_off_unless_allowed(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, BASE), {}).allow_plaintext_tokens is False
+    on = write(tmp_path, BASE + "allow_plaintext_tokens = true\n", "on.toml")
+    assert load_config(on, {}).allow_plaintext_tokens is True
+    # The environment overrides the file, in either direction.
+    env = {"SANDBOX_ALLOW_PLAINTEXT_TOKENS": "false"}
+    assert load_config(on, env).allow_plaintext_tokens is False
+    env = {"SANDBOX_ALLOW_PLAINTEXT_TOKENS": "1"}
+    assert load_config(write(tmp_path, BASE), env).allow_plaintext_tokens is True
+    for bad in ('"maybe"', "2"):
+        path = write(tmp_path, BASE + f"allow_plaintext_tokens = {bad}\n", "bad.toml")
+        with pytest.raises(ConfigError) as err:
+            load_config(path, {})
+        assert "allow_plaintext_tokens" in str(err.value)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sandbox._model import AggFunc, Aggregate, Filter, FilterOp, JobSpec
 from sandbox.disclosure import ReleasedCell, job_regions, offending, released_cell
@@ -140,3 +142,54 @@ def test_the_same_region_again_is_fine_unless_the_data_changed_by_under_k() -> N
     # Nested regions from different versions cannot be subtracted exactly: not compared.
     nested = {"sex": ValueSet(frozenset({1})), "age": Range(lo=18)}
     assert offending([(nested, 513)], prior, data_version="v2", min_persons=10) == set()
+
+
+# ---- the indexed register finds exactly what comparing every pair finds ---------------------
+def _all_pairs(
+    new: list[tuple[dict[str, object], int]], prior: list[ReleasedCell], version: str, k: int
+) -> set[int]:
+    """The rule with no index: every new cell against every earlier one."""
+    bad = set()
+    for i, (region, persons) in enumerate(new):
+        for old in prior:
+            if old.data_version == version:
+                nested = contains(old.region, region) or contains(region, old.region)
+                if not nested or equal(old.region, region):
+                    continue
+            elif not equal(old.region, region):
+                continue
+            if 0 < abs(old.persons - persons) < k:
+                bad.add(i)
+                break
+    return bad
+
+
+_values = st.one_of(st.integers(-3, 12), st.sampled_from(["a", "b", "7"]))
+_constraints = st.one_of(
+    st.frozensets(_values, min_size=0, max_size=3).map(ValueSet),
+    st.builds(
+        Range,
+        lo=st.one_of(st.none(), st.integers(-3, 12)),
+        lo_inclusive=st.booleans(),
+        hi=st.one_of(st.none(), st.integers(-3, 12)),
+        hi_inclusive=st.booleans(),
+        excluded=st.frozensets(st.integers(-3, 12), max_size=2),
+    ),
+    st.just(Missing()),
+)
+_regions = st.dictionaries(st.sampled_from(["age", "sex", "race"]), _constraints, max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    new=st.lists(st.tuples(_regions, st.integers(0, 40)), max_size=6),
+    prior=st.lists(
+        st.tuples(_regions, st.integers(0, 40), st.sampled_from(["v1", "v2"])), max_size=12
+    ),
+)
+def test_the_indexed_guard_equals_the_all_pairs_rule(
+    new: list[tuple[dict[str, object], int]], prior: list[tuple[dict[str, object], int, str]]
+) -> None:
+    cells = [ReleasedCell(r, n, v) for r, n, v in prior]
+    got = offending(new, cells, data_version="v1", min_persons=10)  # type: ignore[arg-type]
+    assert got == _all_pairs(new, cells, "v1", 10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -468,11 +469,19 @@ def test_the_screen_never_clears_a_cell_the_exact_rules_fail(
         assert failed_rule(top, sum(values), rule, p) == ""
 
 
-def test_only_plans_that_group_by_numbers_may_read_an_in_memory_copy(tmp_path: Path) -> None:
+def test_large_files_grouped_by_text_are_read_from_the_file(tmp_path: Path) -> None:
+    """A copy serves small files and number groups; Parquet's dictionaries group big text."""
     engine, record, policy = _world(tmp_path, _frame(False), "parquet")
     engine.close()
     count = (Aggregate(AggFunc.COUNT),)
-    by_text = plan(JobSpec("payments", "p", "research", count, ("region",)), record, policy)
-    by_bins = plan(JobSpec("payments", "p", "research", count, ("age",)), record, policy)
-    assert by_text.source is not None and not by_text.source.cacheable
-    assert by_bins.source is not None and by_bins.source.cacheable
+    by_text = JobSpec("payments", "p", "research", count, ("region",))
+    by_bins = JobSpec("payments", "p", "research", count, ("age",))
+    large = replace(record, row_count=100_001)
+    for spec, rec, cacheable in [
+        (by_text, record, True),
+        (by_bins, record, True),
+        (by_text, large, False),
+        (by_bins, large, True),
+    ]:
+        source = plan(spec, rec, policy).source
+        assert source is not None and source.cacheable is cacheable

@@ -433,3 +433,16 @@ def test_validate_paths_on_directory_and_files(tmp_path: Path) -> None:
     find(lines, f"{bad / 'other.yaml'}:1: (document): ", "empty")
     find(lines, f"{bad / 'residents.yaml'}:15: columns.age.bins: ", "strictly increasing")
     assert lines[2].startswith(f"{tmp_path / 'missing.yaml'}: no such file")
+
+
+def test_a_policy_may_be_loaded_under_another_file_name(tmp_path: Path) -> None:
+    path = tmp_path / "residents.v1.yaml"  # e.g. an older version, for `sandbox policy diff`
+    path.write_text(BASE, encoding="utf-8")
+    with pytest.raises(PolicyInvalid, match="does not match the file name"):
+        load_policy(path)
+    policy = load_policy(path, match_file_name=False)
+    assert policy.dataset == "residents"
+    # Every other check still applies.
+    path.write_text(edit("version: 1\n", "version: 0\n"), encoding="utf-8")
+    with pytest.raises(PolicyInvalid, match=r"residents\.v1\.yaml:2: version: must be at least 1"):
+        load_policy(path, match_file_name=False)

@@ -17,6 +17,7 @@ EXPECTED_ALL = [
     "Aggregate",
     "AlreadyExists",
     "AuditTampered",
+    "AwaitingApproval",
     "BudgetExhausted",
     "CellStatus",
     "Client",
@@ -37,10 +38,12 @@ EXPECTED_ALL = [
     "JobSpec",
     "JobState",
     "NotFound",
+    "PendingReview",
     "PermissionDenied",
     "PolicyDenied",
     "PolicyInvalid",
     "PreparedJob",
+    "PrivateKeyRequired",
     "Project",
     "Query",
     "QuotaExceeded",
@@ -50,6 +53,7 @@ EXPECTED_ALL = [
     "Result",
     "Role",
     "SandboxError",
+    "SealBroken",
     "TLS",
     "TOTAL",
     "Timeout",
@@ -79,7 +83,7 @@ def test_every_exported_name_is_importable(name: str) -> None:
 def test_errors_share_one_root() -> None:
     exported = [getattr(sandbox, n) for n in EXPECTED_ALL]
     errors = [e for e in exported if isinstance(e, type) and issubclass(e, BaseException)]
-    assert len(errors) == 21
+    assert len(errors) == 24
     assert all(issubclass(e, sandbox.SandboxError) for e in errors)
 
 

@@ -41,6 +41,7 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_DENIED: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
+    JOB_STATE_AWAITING_APPROVAL: _ClassVar[JobState]
 
 class CellStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -74,6 +75,7 @@ JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_DENIED: JobState
 JOB_STATE_CANCELLED: JobState
+JOB_STATE_AWAITING_APPROVAL: JobState
 CELL_STATUS_UNSPECIFIED: CellStatus
 CELL_STATUS_RELEASED: CellStatus
 CELL_STATUS_ROUNDED: CellStatus
@@ -153,16 +155,18 @@ class Job(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., request_id: _Optional[str] = ..., principal: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., rule_ids: _Optional[_Iterable[str]] = ..., created_at_us: _Optional[int] = ..., started_at_us: _Optional[int] = ..., finished_at_us: _Optional[int] = ..., rows_scanned: _Optional[int] = ..., policy_version: _Optional[str] = ..., progress: _Optional[float] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("request_id", "spec", "wait_seconds", "include_result")
+    __slots__ = ("request_id", "spec", "wait_seconds", "include_result", "expected_key_fingerprint")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_RESULT_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     spec: JobSpec
     wait_seconds: float
     include_result: bool
-    def __init__(self, request_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., wait_seconds: _Optional[float] = ..., include_result: _Optional[bool] = ...) -> None: ...
+    expected_key_fingerprint: str
+    def __init__(self, request_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., wait_seconds: _Optional[float] = ..., include_result: _Optional[bool] = ..., expected_key_fingerprint: _Optional[str] = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job", "result")
@@ -179,14 +183,16 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class WaitJobRequest(_message.Message):
-    __slots__ = ("job_id", "timeout_seconds", "include_result")
+    __slots__ = ("job_id", "timeout_seconds", "include_result", "expected_key_fingerprint")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_RESULT_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     timeout_seconds: float
     include_result: bool
-    def __init__(self, job_id: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., include_result: _Optional[bool] = ...) -> None: ...
+    expected_key_fingerprint: str
+    def __init__(self, job_id: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., include_result: _Optional[bool] = ..., expected_key_fingerprint: _Optional[str] = ...) -> None: ...
 
 class WaitJobResponse(_message.Message):
     __slots__ = ("job", "result")
@@ -217,10 +223,12 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
 
 class GetResultRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "expected_key_fingerprint")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    expected_key_fingerprint: str
+    def __init__(self, job_id: _Optional[str] = ..., expected_key_fingerprint: _Optional[str] = ...) -> None: ...
 
 class Cell(_message.Message):
     __slots__ = ("has_value", "value", "status", "rule", "ci_half_width")
@@ -245,7 +253,7 @@ class ResultRow(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[_Union[_common_pb2.Value, _Mapping]]] = ..., cells: _Optional[_Iterable[_Union[Cell, _Mapping]]] = ...) -> None: ...
 
 class ResultChunk(_message.Message):
-    __slots__ = ("key_columns", "value_columns", "settings", "rows", "result_digest", "privacy")
+    __slots__ = ("key_columns", "value_columns", "settings", "rows", "result_digest", "privacy", "sealed_result", "policy_version", "receipt_json")
     class SettingsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -266,13 +274,19 @@ class ResultChunk(_message.Message):
     ROWS_FIELD_NUMBER: _ClassVar[int]
     RESULT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    SEALED_RESULT_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_JSON_FIELD_NUMBER: _ClassVar[int]
     key_columns: _containers.RepeatedScalarFieldContainer[str]
     value_columns: _containers.RepeatedScalarFieldContainer[str]
     settings: _containers.ScalarMap[str, int]
     rows: _containers.RepeatedCompositeFieldContainer[ResultRow]
     result_digest: str
     privacy: _containers.ScalarMap[str, str]
-    def __init__(self, key_columns: _Optional[_Iterable[str]] = ..., value_columns: _Optional[_Iterable[str]] = ..., settings: _Optional[_Mapping[str, int]] = ..., rows: _Optional[_Iterable[_Union[ResultRow, _Mapping]]] = ..., result_digest: _Optional[str] = ..., privacy: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    sealed_result: bytes
+    policy_version: str
+    receipt_json: str
+    def __init__(self, key_columns: _Optional[_Iterable[str]] = ..., value_columns: _Optional[_Iterable[str]] = ..., settings: _Optional[_Mapping[str, int]] = ..., rows: _Optional[_Iterable[_Union[ResultRow, _Mapping]]] = ..., result_digest: _Optional[str] = ..., privacy: _Optional[_Mapping[str, str]] = ..., sealed_result: _Optional[bytes] = ..., policy_version: _Optional[str] = ..., receipt_json: _Optional[str] = ...) -> None: ...
 
 class EstimateJobRequest(_message.Message):
     __slots__ = ("spec",)

@@ -24,31 +24,51 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsandbox/api/v1/projects.proto\x12\x0esandbox.api.v1\")\n\x05Grant\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\"\xb5\x01\n\x0bQuotaLimits\x12\x19\n\x0cjobs_per_day\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x17\n\njobs_total\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x19\n\x0crows_per_day\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x17\n\nrows_total\x18\x04 \x01(\x03H\x03\x88\x01\x01\x42\x0f\n\r_jobs_per_dayB\r\n\x0b_jobs_totalB\x0f\n\r_rows_per_dayB\r\n\x0b_rows_total\"\x99\x01\n\x07Project\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07members\x18\x03 \x03(\t\x12%\n\x06grants\x18\x04 \x03(\x0b\x32\x15.sandbox.api.v1.Grant\x12\x0f\n\x07\x65xpires\x18\x05 \x01(\t\x12*\n\x05quota\x18\x06 \x01(\x0b\x32\x1b.sandbox.api.v1.QuotaLimits\"@\n\x14\x43reateProjectRequest\x12(\n\x07project\x18\x01 \x01(\x0b\x32\x17.sandbox.api.v1.Project\"\x15\n\x13ListProjectsRequest\"A\n\x14ListProjectsResponse\x12)\n\x08projects\x18\x01 \x03(\x0b\x32\x17.sandbox.api.v1.Project\"N\n\x0fSetQuotaRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12*\n\x05quota\x18\x02 \x01(\x0b\x32\x1b.sandbox.api.v1.QuotaLimits\"\"\n\x0fGetQuotaRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\"\x9a\x01\n\nQuotaUsage\x12\x0f\n\x07project\x18\x01 \x01(\t\x12+\n\x06limits\x18\x02 \x01(\x0b\x32\x1b.sandbox.api.v1.QuotaLimits\x12\x12\n\njobs_today\x18\x03 \x01(\x03\x12\x12\n\njobs_total\x18\x04 \x01(\x03\x12\x12\n\nrows_today\x18\x05 \x01(\x03\x12\x12\n\nrows_total\x18\x06 \x01(\x03\x32\xca\x02\n\x0eProjectService\x12N\n\rCreateProject\x12$.sandbox.api.v1.CreateProjectRequest\x1a\x17.sandbox.api.v1.Project\x12Y\n\x0cListProjects\x12#.sandbox.api.v1.ListProjectsRequest\x1a$.sandbox.api.v1.ListProjectsResponse\x12\x44\n\x08SetQuota\x12\x1f.sandbox.api.v1.SetQuotaRequest\x1a\x17.sandbox.api.v1.Project\x12G\n\x08GetQuota\x12\x1f.sandbox.api.v1.GetQuotaRequest\x1a\x1a.sandbox.api.v1.QuotaUsageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsandbox/api/v1/projects.proto\x12\x0esandbox.api.v1\":\n\x05Grant\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\x0f\n\x07\x65xpires\x18\x03 \x01(\t\"\xb5\x01\n\x0bQuotaLimits\x12\x19\n\x0cjobs_per_day\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x17\n\njobs_total\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x19\n\x0crows_per_day\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x17\n\nrows_total\x18\x04 \x01(\x03H\x03\x88\x01\x01\x42\x0f\n\r_jobs_per_dayB\r\n\x0b_jobs_totalB\x0f\n\r_rows_per_dayB\r\n\x0b_rows_total\"\xaa\x01\n\x07Project\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07members\x18\x03 \x03(\t\x12%\n\x06grants\x18\x04 \x03(\x0b\x32\x15.sandbox.api.v1.Grant\x12\x0f\n\x07\x65xpires\x18\x05 \x01(\t\x12*\n\x05quota\x18\x06 \x01(\x0b\x32\x1b.sandbox.api.v1.QuotaLimits\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\"@\n\x14\x43reateProjectRequest\x12(\n\x07project\x18\x01 \x01(\x0b\x32\x17.sandbox.api.v1.Project\"\x15\n\x13ListProjectsRequest\"A\n\x14ListProjectsResponse\x12)\n\x08projects\x18\x01 \x03(\x0b\x32\x17.sandbox.api.v1.Project\"N\n\x0fSetQuotaRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12*\n\x05quota\x18\x02 \x01(\x0b\x32\x1b.sandbox.api.v1.QuotaLimits\"\"\n\x0fGetQuotaRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\"\x9a\x01\n\nQuotaUsage\x12\x0f\n\x07project\x18\x01 \x01(\t\x12+\n\x06limits\x18\x02 \x01(\x0b\x32\x1b.sandbox.api.v1.QuotaLimits\x12\x12\n\njobs_today\x18\x03 \x01(\x03\x12\x12\n\njobs_total\x18\x04 \x01(\x03\x12\x12\n\nrows_today\x18\x05 \x01(\x03\x12\x12\n\nrows_total\x18\x06 \x01(\x03\"\x99\x02\n\x14UpdateProjectRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x12\n\x05title\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x0b\x61\x64\x64_members\x18\x03 \x03(\t\x12\x16\n\x0eremove_members\x18\x04 \x03(\t\x12)\n\nadd_grants\x18\x05 \x03(\x0b\x32\x15.sandbox.api.v1.Grant\x12,\n\rremove_grants\x18\x06 \x03(\x0b\x32\x15.sandbox.api.v1.Grant\x12\x14\n\x07\x65xpires\x18\x07 \x01(\tH\x01\x88\x01\x01\x12*\n\x05quota\x18\x08 \x01(\x0b\x32\x1b.sandbox.api.v1.QuotaLimitsB\x08\n\x06_titleB\n\n\x08_expires\"7\n\x14\x45xpireProjectRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"7\n\x14RevokeProjectRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"W\n\x15RevokeProjectResponse\x12(\n\x07project\x18\x01 \x01(\x0b\x32\x17.sandbox.api.v1.Project\x12\x14\n\x0cjobs_stopped\x18\x02 \x01(\x03\"\xd3\x02\n\x10\x45xceptionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0f\n\x07project\x18\x04 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x05 \x01(\t\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12\x13\n\x0bspec_digest\x18\x07 \x01(\t\x12\x10\n\x08rule_ids\x18\x08 \x03(\t\x12\x15\n\rjustification\x18\t \x01(\t\x12-\n\x05state\x18\n \x01(\x0e\x32\x1e.sandbox.api.v1.ExceptionState\x12\x17\n\x0frequested_at_us\x18\x0b \x01(\x03\x12\x12\n\ndecided_by\x18\x0c \x01(\t\x12\x17\n\x0f\x64\x65\x63ision_reason\x18\r \x01(\t\x12\x15\n\rdecided_at_us\x18\x0e \x01(\x03\x12\x13\n\x0bused_by_job\x18\x0f \x01(\t\"R\n\x17RequestExceptionRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08rule_ids\x18\x02 \x03(\t\x12\x15\n\rjustification\x18\x03 \x01(\t\"m\n\x1cListExceptionRequestsRequest\x12-\n\x05state\x18\x01 \x01(\x0e\x32\x1e.sandbox.api.v1.ExceptionState\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"S\n\x1dListExceptionRequestsResponse\x12\x32\n\x08requests\x18\x01 \x03(\x0b\x32 .sandbox.api.v1.ExceptionRequest\"K\n\x16\x44\x65\x63ideExceptionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05grant\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xa3\x01\n\x0e\x45xceptionState\x12\x1f\n\x1b\x45XCEPTION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45XCEPTION_STATE_PENDING\x10\x01\x12\x1b\n\x17\x45XCEPTION_STATE_GRANTED\x10\x02\x12\x1c\n\x18\x45XCEPTION_STATE_REJECTED\x10\x03\x12\x18\n\x14\x45XCEPTION_STATE_USED\x10\x04\x32\xfa\x06\n\x0eProjectService\x12N\n\rCreateProject\x12$.sandbox.api.v1.CreateProjectRequest\x1a\x17.sandbox.api.v1.Project\x12Y\n\x0cListProjects\x12#.sandbox.api.v1.ListProjectsRequest\x1a$.sandbox.api.v1.ListProjectsResponse\x12\x44\n\x08SetQuota\x12\x1f.sandbox.api.v1.SetQuotaRequest\x1a\x17.sandbox.api.v1.Project\x12G\n\x08GetQuota\x12\x1f.sandbox.api.v1.GetQuotaRequest\x1a\x1a.sandbox.api.v1.QuotaUsage\x12N\n\rUpdateProject\x12$.sandbox.api.v1.UpdateProjectRequest\x1a\x17.sandbox.api.v1.Project\x12N\n\rExpireProject\x12$.sandbox.api.v1.ExpireProjectRequest\x1a\x17.sandbox.api.v1.Project\x12\\\n\rRevokeProject\x12$.sandbox.api.v1.RevokeProjectRequest\x1a%.sandbox.api.v1.RevokeProjectResponse\x12]\n\x10RequestException\x12\'.sandbox.api.v1.RequestExceptionRequest\x1a .sandbox.api.v1.ExceptionRequest\x12t\n\x15ListExceptionRequests\x12,.sandbox.api.v1.ListExceptionRequestsRequest\x1a-.sandbox.api.v1.ListExceptionRequestsResponse\x12[\n\x0f\x44\x65\x63ideException\x12&.sandbox.api.v1.DecideExceptionRequest\x1a .sandbox.api.v1.ExceptionRequestb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sandbox.api.v1.projects_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_EXCEPTIONSTATE']._serialized_start=2082
+  _globals['_EXCEPTIONSTATE']._serialized_end=2245
   _globals['_GRANT']._serialized_start=49
-  _globals['_GRANT']._serialized_end=90
-  _globals['_QUOTALIMITS']._serialized_start=93
-  _globals['_QUOTALIMITS']._serialized_end=274
-  _globals['_PROJECT']._serialized_start=277
-  _globals['_PROJECT']._serialized_end=430
-  _globals['_CREATEPROJECTREQUEST']._serialized_start=432
-  _globals['_CREATEPROJECTREQUEST']._serialized_end=496
-  _globals['_LISTPROJECTSREQUEST']._serialized_start=498
-  _globals['_LISTPROJECTSREQUEST']._serialized_end=519
-  _globals['_LISTPROJECTSRESPONSE']._serialized_start=521
-  _globals['_LISTPROJECTSRESPONSE']._serialized_end=586
-  _globals['_SETQUOTAREQUEST']._serialized_start=588
-  _globals['_SETQUOTAREQUEST']._serialized_end=666
-  _globals['_GETQUOTAREQUEST']._serialized_start=668
-  _globals['_GETQUOTAREQUEST']._serialized_end=702
-  _globals['_QUOTAUSAGE']._serialized_start=705
-  _globals['_QUOTAUSAGE']._serialized_end=859
-  _globals['_PROJECTSERVICE']._serialized_start=862
-  _globals['_PROJECTSERVICE']._serialized_end=1192
+  _globals['_GRANT']._serialized_end=107
+  _globals['_QUOTALIMITS']._serialized_start=110
+  _globals['_QUOTALIMITS']._serialized_end=291
+  _globals['_PROJECT']._serialized_start=294
+  _globals['_PROJECT']._serialized_end=464
+  _globals['_CREATEPROJECTREQUEST']._serialized_start=466
+  _globals['_CREATEPROJECTREQUEST']._serialized_end=530
+  _globals['_LISTPROJECTSREQUEST']._serialized_start=532
+  _globals['_LISTPROJECTSREQUEST']._serialized_end=553
+  _globals['_LISTPROJECTSRESPONSE']._serialized_start=555
+  _globals['_LISTPROJECTSRESPONSE']._serialized_end=620
+  _globals['_SETQUOTAREQUEST']._serialized_start=622
+  _globals['_SETQUOTAREQUEST']._serialized_end=700
+  _globals['_GETQUOTAREQUEST']._serialized_start=702
+  _globals['_GETQUOTAREQUEST']._serialized_end=736
+  _globals['_QUOTAUSAGE']._serialized_start=739
+  _globals['_QUOTAUSAGE']._serialized_end=893
+  _globals['_UPDATEPROJECTREQUEST']._serialized_start=896
+  _globals['_UPDATEPROJECTREQUEST']._serialized_end=1177
+  _globals['_EXPIREPROJECTREQUEST']._serialized_start=1179
+  _globals['_EXPIREPROJECTREQUEST']._serialized_end=1234
+  _globals['_REVOKEPROJECTREQUEST']._serialized_start=1236
+  _globals['_REVOKEPROJECTREQUEST']._serialized_end=1291
+  _globals['_REVOKEPROJECTRESPONSE']._serialized_start=1293
+  _globals['_REVOKEPROJECTRESPONSE']._serialized_end=1380
+  _globals['_EXCEPTIONREQUEST']._serialized_start=1383
+  _globals['_EXCEPTIONREQUEST']._serialized_end=1722
+  _globals['_REQUESTEXCEPTIONREQUEST']._serialized_start=1724
+  _globals['_REQUESTEXCEPTIONREQUEST']._serialized_end=1806
+  _globals['_LISTEXCEPTIONREQUESTSREQUEST']._serialized_start=1808
+  _globals['_LISTEXCEPTIONREQUESTSREQUEST']._serialized_end=1917
+  _globals['_LISTEXCEPTIONREQUESTSRESPONSE']._serialized_start=1919
+  _globals['_LISTEXCEPTIONREQUESTSRESPONSE']._serialized_end=2002
+  _globals['_DECIDEEXCEPTIONREQUEST']._serialized_start=2004
+  _globals['_DECIDEEXCEPTIONREQUEST']._serialized_end=2079
+  _globals['_PROJECTSERVICE']._serialized_start=2248
+  _globals['_PROJECTSERVICE']._serialized_end=3138
 # @@protoc_insertion_point(module_scope)

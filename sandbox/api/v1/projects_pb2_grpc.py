@@ -54,6 +54,36 @@ class ProjectServiceStub:
                 request_serializer=sandbox_dot_api_dot_v1_dot_projects__pb2.GetQuotaRequest.SerializeToString,
                 response_deserializer=sandbox_dot_api_dot_v1_dot_projects__pb2.QuotaUsage.FromString,
                 _registered_method=True)
+        self.UpdateProject = channel.unary_unary(
+                '/sandbox.api.v1.ProjectService/UpdateProject',
+                request_serializer=sandbox_dot_api_dot_v1_dot_projects__pb2.UpdateProjectRequest.SerializeToString,
+                response_deserializer=sandbox_dot_api_dot_v1_dot_projects__pb2.Project.FromString,
+                _registered_method=True)
+        self.ExpireProject = channel.unary_unary(
+                '/sandbox.api.v1.ProjectService/ExpireProject',
+                request_serializer=sandbox_dot_api_dot_v1_dot_projects__pb2.ExpireProjectRequest.SerializeToString,
+                response_deserializer=sandbox_dot_api_dot_v1_dot_projects__pb2.Project.FromString,
+                _registered_method=True)
+        self.RevokeProject = channel.unary_unary(
+                '/sandbox.api.v1.ProjectService/RevokeProject',
+                request_serializer=sandbox_dot_api_dot_v1_dot_projects__pb2.RevokeProjectRequest.SerializeToString,
+                response_deserializer=sandbox_dot_api_dot_v1_dot_projects__pb2.RevokeProjectResponse.FromString,
+                _registered_method=True)
+        self.RequestException = channel.unary_unary(
+                '/sandbox.api.v1.ProjectService/RequestException',
+                request_serializer=sandbox_dot_api_dot_v1_dot_projects__pb2.RequestExceptionRequest.SerializeToString,
+                response_deserializer=sandbox_dot_api_dot_v1_dot_projects__pb2.ExceptionRequest.FromString,
+                _registered_method=True)
+        self.ListExceptionRequests = channel.unary_unary(
+                '/sandbox.api.v1.ProjectService/ListExceptionRequests',
+                request_serializer=sandbox_dot_api_dot_v1_dot_projects__pb2.ListExceptionRequestsRequest.SerializeToString,
+                response_deserializer=sandbox_dot_api_dot_v1_dot_projects__pb2.ListExceptionRequestsResponse.FromString,
+                _registered_method=True)
+        self.DecideException = channel.unary_unary(
+                '/sandbox.api.v1.ProjectService/DecideException',
+                request_serializer=sandbox_dot_api_dot_v1_dot_projects__pb2.DecideExceptionRequest.SerializeToString,
+                response_deserializer=sandbox_dot_api_dot_v1_dot_projects__pb2.ExceptionRequest.FromString,
+                _registered_method=True)
 
 
 class ProjectServiceServicer:
@@ -83,6 +113,45 @@ class ProjectServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateProject(self, request, context):
+        """Stewards and admins: change a project; end it now; revoke it (final) and stop its jobs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExpireProject(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeProject(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestException(self, request, context):
+        """A researcher asks for an exception to a policy refusal of their own job; stewards list
+        and decide requests (never their own). A grant admits one job: see ExceptionRequest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExceptionRequests(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideException(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProjectServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +174,36 @@ def add_ProjectServiceServicer_to_server(servicer, server):
                     servicer.GetQuota,
                     request_deserializer=sandbox_dot_api_dot_v1_dot_projects__pb2.GetQuotaRequest.FromString,
                     response_serializer=sandbox_dot_api_dot_v1_dot_projects__pb2.QuotaUsage.SerializeToString,
+            ),
+            'UpdateProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateProject,
+                    request_deserializer=sandbox_dot_api_dot_v1_dot_projects__pb2.UpdateProjectRequest.FromString,
+                    response_serializer=sandbox_dot_api_dot_v1_dot_projects__pb2.Project.SerializeToString,
+            ),
+            'ExpireProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExpireProject,
+                    request_deserializer=sandbox_dot_api_dot_v1_dot_projects__pb2.ExpireProjectRequest.FromString,
+                    response_serializer=sandbox_dot_api_dot_v1_dot_projects__pb2.Project.SerializeToString,
+            ),
+            'RevokeProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeProject,
+                    request_deserializer=sandbox_dot_api_dot_v1_dot_projects__pb2.RevokeProjectRequest.FromString,
+                    response_serializer=sandbox_dot_api_dot_v1_dot_projects__pb2.RevokeProjectResponse.SerializeToString,
+            ),
+            'RequestException': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestException,
+                    request_deserializer=sandbox_dot_api_dot_v1_dot_projects__pb2.RequestExceptionRequest.FromString,
+                    response_serializer=sandbox_dot_api_dot_v1_dot_projects__pb2.ExceptionRequest.SerializeToString,
+            ),
+            'ListExceptionRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExceptionRequests,
+                    request_deserializer=sandbox_dot_api_dot_v1_dot_projects__pb2.ListExceptionRequestsRequest.FromString,
+                    response_serializer=sandbox_dot_api_dot_v1_dot_projects__pb2.ListExceptionRequestsResponse.SerializeToString,
+            ),
+            'DecideException': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideException,
+                    request_deserializer=sandbox_dot_api_dot_v1_dot_projects__pb2.DecideExceptionRequest.FromString,
+                    response_serializer=sandbox_dot_api_dot_v1_dot_projects__pb2.ExceptionRequest.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +314,168 @@ class ProjectService:
             '/sandbox.api.v1.ProjectService/GetQuota',
             sandbox_dot_api_dot_v1_dot_projects__pb2.GetQuotaRequest.SerializeToString,
             sandbox_dot_api_dot_v1_dot_projects__pb2.QuotaUsage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandbox.api.v1.ProjectService/UpdateProject',
+            sandbox_dot_api_dot_v1_dot_projects__pb2.UpdateProjectRequest.SerializeToString,
+            sandbox_dot_api_dot_v1_dot_projects__pb2.Project.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExpireProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandbox.api.v1.ProjectService/ExpireProject',
+            sandbox_dot_api_dot_v1_dot_projects__pb2.ExpireProjectRequest.SerializeToString,
+            sandbox_dot_api_dot_v1_dot_projects__pb2.Project.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandbox.api.v1.ProjectService/RevokeProject',
+            sandbox_dot_api_dot_v1_dot_projects__pb2.RevokeProjectRequest.SerializeToString,
+            sandbox_dot_api_dot_v1_dot_projects__pb2.RevokeProjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestException(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandbox.api.v1.ProjectService/RequestException',
+            sandbox_dot_api_dot_v1_dot_projects__pb2.RequestExceptionRequest.SerializeToString,
+            sandbox_dot_api_dot_v1_dot_projects__pb2.ExceptionRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExceptionRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandbox.api.v1.ProjectService/ListExceptionRequests',
+            sandbox_dot_api_dot_v1_dot_projects__pb2.ListExceptionRequestsRequest.SerializeToString,
+            sandbox_dot_api_dot_v1_dot_projects__pb2.ListExceptionRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideException(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandbox.api.v1.ProjectService/DecideException',
+            sandbox_dot_api_dot_v1_dot_projects__pb2.DecideExceptionRequest.SerializeToString,
+            sandbox_dot_api_dot_v1_dot_projects__pb2.ExceptionRequest.FromString,
             options,
             channel_credentials,
             insecure,
