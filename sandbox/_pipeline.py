@@ -110,6 +110,17 @@ def _utc_today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
+def _ending(exc: Exception, job_id: str) -> tuple[JobState, SandboxError]:
+    """How a job that raised ``exc`` ends, and the error it ends with (internals: type only)."""
+    if isinstance(exc, DisclosureControl | PolicyDenied):
+        return JobState.DENIED, exc
+    if isinstance(exc, JobCancelled):
+        return JobState.CANCELLED, exc
+    if isinstance(exc, SandboxError):
+        return JobState.FAILED, exc
+    return JobState.FAILED, JobFailed(f"internal error ({type(exc).__name__})", job_id=job_id)
+
+
 def _require_reviewer(principal: Principal) -> None:
     if principal.role not in (Role.STEWARD, Role.ADMIN):
         raise PermissionDenied("only stewards and admins review jobs", rule_ids=("review.role",))
@@ -592,15 +603,9 @@ class JobPipeline:
                 self._hold_release(running, table, persons, policy, why)
                 return
             released, final = self._release(running, table, record, policy, persons)
-        except (DisclosureControl, PolicyDenied) as exc:
-            final = self._finish_unreleased(job_id, JobState.DENIED, exc, record.row_count)
-        except JobCancelled as exc:
-            final = self._finish_unreleased(job_id, JobState.CANCELLED, exc, record.row_count)
-        except SandboxError as exc:
-            final = self._finish_unreleased(job_id, JobState.FAILED, exc, record.row_count)
-        except Exception as exc:  # never leak internals: record the type only
-            failure = JobFailed(f"internal error ({type(exc).__name__})", job_id=job_id)
-            final = self._finish_unreleased(job_id, JobState.FAILED, failure, record.row_count)
+        except Exception as exc:
+            state, error = _ending(exc, job_id)
+            final = self._finish_unreleased(job_id, state, error, record.row_count)
         finally:
             with self._waiting_lock:
                 self._local.discard(job_id)
@@ -640,16 +645,12 @@ class JobPipeline:
                     cells=len(raw.cells),
                 )
             return final, payload
-        except SandboxError as exc:
-            state = JobState.DENIED if isinstance(exc, PolicyDenied) else JobState.FAILED
-            if isinstance(exc, JobCancelled):
-                state = JobState.CANCELLED
-            final = self._finish_unreleased(job_id, state, exc, record.row_count)
-            raise
-        except Exception as exc:  # never leak internals: record the type only
-            failure = JobFailed(f"internal error ({type(exc).__name__})", job_id=job_id)
-            final = self._finish_unreleased(job_id, JobState.FAILED, failure, record.row_count)
-            raise failure from None
+        except Exception as exc:
+            state, error = _ending(exc, job_id)
+            final = self._finish_unreleased(job_id, state, error, record.row_count)
+            if error is exc:
+                raise
+            raise error from None
         finally:
             with self._waiting_lock:
                 self._local.discard(job_id)

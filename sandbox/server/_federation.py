@@ -9,19 +9,16 @@ it lists. Without that config every call is refused (PERMISSION_DENIED / NOT_FOU
 
 from __future__ import annotations
 
-import functools
-import logging
 import threading
 import weakref
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
 from sandbox import _wire as wire
 from sandbox._app import Sandbox
 from sandbox._config import FederationConfig, FederationNodeConfig, load_federation_config
-from sandbox._errors import InvalidArgument, SandboxError, Unavailable
+from sandbox._errors import InvalidArgument, Unavailable
 from sandbox._model import Key
 from sandbox.api.v1 import federation_pb2, federation_pb2_grpc
 from sandbox.client._errors import raise_from_rpc
@@ -30,28 +27,7 @@ from sandbox.federation._encoding import JobEncoding
 from sandbox.federation._node import FederationNode, PartialsReply, PartialsRequest
 from sandbox.federation._paillier import JobPublicKey
 from sandbox.server._auth import current_principal
-from sandbox.server._status import abort_with
-
-log = logging.getLogger("sandbox.server")
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def rpc(method: F) -> F:
-    """As ``sandbox.server._servicer.rpc`` (which imports this module, so it is not imported
-    here): SandboxError to its status, anything else to a generic INTERNAL."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except SandboxError as exc:
-            abort_with(context, exc)
-        except Exception as exc:
-            log.error("internal error in %s: %s", method.__name__, type(exc).__name__)
-            abort_with(context, SandboxError("internal error"))
-
-    return wrapper  # type: ignore[return-value]
-
+from sandbox.server._status import rpc
 
 _COORDINATORS: weakref.WeakKeyDictionary[Sandbox, Coordinator] = weakref.WeakKeyDictionary()
 MAX_CIPHERTEXTS = 1 << 20

@@ -10,7 +10,7 @@ from sandbox import _wire as wire
 from sandbox._app import Sandbox
 from sandbox.api.v1 import review_pb2, review_pb2_grpc
 from sandbox.server._auth import current_principal
-from sandbox.server._servicer import rpc
+from sandbox.server._status import rpc
 
 
 class ReviewServicer(review_pb2_grpc.ReviewServiceServicer):  # type: ignore[misc]

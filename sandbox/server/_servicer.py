@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import secrets
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import grpc
 
 from sandbox import _wire as wire
 from sandbox._app import Sandbox
-from sandbox._errors import InvalidArgument, SandboxError
+from sandbox._errors import InvalidArgument
 from sandbox._model import JobInfo, JobState, ResultTable
 from sandbox.api.v1 import (
     audit_pb2,
@@ -30,26 +28,7 @@ from sandbox.api.v1 import (
 from sandbox.audit import canonical_json
 from sandbox.mock import mock_rows
 from sandbox.server._auth import current_principal
-from sandbox.server._status import abort_with
-
-log = logging.getLogger("sandbox.server")
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def rpc(method: F) -> F:
-    """Map SandboxError to its status; anything else to a generic INTERNAL (no internals)."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except SandboxError as exc:
-            abort_with(context, exc)
-        except Exception as exc:
-            log.error("internal error in %s: %s", method.__name__, type(exc).__name__)
-            abort_with(context, SandboxError("internal error"))
-
-    return wrapper  # type: ignore[return-value]
+from sandbox.server._status import rpc
 
 
 class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):  # type: ignore[misc]

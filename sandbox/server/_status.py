@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -30,3 +33,23 @@ def status_for(exc: SandboxError) -> grpc.Status:
 def abort_with(context: grpc.ServicerContext, exc: SandboxError) -> NoReturn:
     context.abort_with_status(status_for(exc))
     raise AssertionError("unreachable")  # abort_with_status always raises
+
+
+log = logging.getLogger("sandbox.server")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rpc(method: F) -> F:
+    """Map SandboxError to its status; anything else to a generic INTERNAL (no internals)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except SandboxError as exc:
+            abort_with(context, exc)
+        except Exception as exc:
+            log.error("internal error in %s: %s", method.__name__, type(exc).__name__)
+            abort_with(context, SandboxError("internal error"))
+
+    return wrapper  # type: ignore[return-value]
