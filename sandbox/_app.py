@@ -117,20 +117,28 @@ class Sandbox:
             at_rest=AtRestKeys.configured(
                 config.at_rest_key_file, config.at_rest_keys, config.state_dir
             ),
+            policy_source=self._registered_policy,
         )
 
     def _load_registered_policies(self) -> None:
         """Load each registered dataset's policy; a changed file needs re-registration."""
         for record in self.catalogue.list():
-            try:
-                policy = load_policy(self.config.policy_dir / f"{record.id}.yaml")
-            except (PolicyInvalid, OSError):
+            policy = self._registered_policy(record)
+            if policy is None:
                 self.stale_policies.add(record.id)
-                continue
-            if policy.version_label != record.policy_version:
-                self.stale_policies.add(record.id)
-                continue
-            self.policies[record.id] = policy
+            else:
+                self.policies[record.id] = policy
+
+    def _registered_policy(self, record: DatasetRecord) -> Policy | None:
+        """The policy file of a registered dataset, if it is still the version registered."""
+        try:
+            policy = load_policy(self.config.policy_dir / f"{record.id}.yaml")
+        except (PolicyInvalid, OSError):
+            return None
+        if policy.version_label != record.policy_version:
+            return None
+        self.stale_policies.discard(record.id)
+        return policy
 
     def close(self) -> None:
         self.jobs.shutdown(wait=True)

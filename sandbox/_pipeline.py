@@ -141,11 +141,16 @@ class JobPipeline:
         workers: int = 2,
         today: Today = _utc_today,
         at_rest: AtRestKeys,
+        policy_source: Callable[[DatasetRecord], Policy | None] | None = None,
     ) -> None:
-        """``at_rest``: the data-at-rest keys that seal stored results."""
+        """``at_rest``: the data-at-rest keys that seal stored results. ``policy_source``: the
+        policy of a registered dataset as registered (None if its file changed since), for
+        datasets registered or re-registered by another server process after this one
+        loaded its policies."""
         self._db = db
         self._engine = engine
         self._policies = policies
+        self._policy_source = policy_source
         self._catalogue = Catalogue(db)
         self._projects = Projects(db)
         self._exceptions = Exceptions(db)
@@ -177,6 +182,12 @@ class JobPipeline:
         settles visibility without reading every project.
         """
         record = self._catalogue.get(dataset)
+        if record is not None and self._policy_source is not None:
+            loaded = self._policies.get(dataset)
+            if loaded is None or loaded.version_label != record.policy_version:
+                fresh = self._policy_source(record)  # registered by a sibling process
+                if fresh is not None:
+                    self._policies[dataset] = fresh
         if (
             record is None
             or dataset not in self._policies

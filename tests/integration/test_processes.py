@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import os
 import re
 import signal
@@ -24,7 +25,16 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sandbox import Client, JobCancelled, JobState, Query, QuotaExceeded, QuotaLimits, SandboxError
+from sandbox import (
+    Client,
+    JobCancelled,
+    JobState,
+    Project,
+    Query,
+    QuotaExceeded,
+    QuotaLimits,
+    SandboxError,
+)
 from sandbox.api.v1 import jobs_pb2, jobs_pb2_grpc
 from sandbox.server import start_server
 from tests.conftest import PUMS_DIR, World, pums_policy
@@ -81,6 +91,27 @@ def test_a_sibling_process_waits_for_and_cancels_a_job_it_does_not_run(
         sibling.stop(grace=1)
 
 
+def test_a_dataset_registered_through_a_sibling_is_served_by_every_process(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(
+        {"pums": pums_policy("pums", "pums.csv"), "late": pums_policy("late", "pums.csv")},
+        {"pums.csv": PUMS_DIR / "PUMS_pid.csv"},
+    )
+    sibling = start_server(dataclasses.replace(world.config, listen="127.0.0.1:0"), recover=False)
+    try:
+        # Registered and granted through this process, after the sibling loaded its policies.
+        world.register("late")
+        world.client("sam").create_project(_project("late-study", "late"))
+        late = Query("late").group_by("sex").count("n")
+        with Client(f"127.0.0.1:{sibling.port}", token=world.tokens["ana"]) as there:
+            assert there.describe("late").id == "late"
+            got = there.run(late, project="late-study", purpose="research").to_dataframe()
+        assert got["n"].sum() == 1000
+    finally:
+        sibling.stop(grace=1)
+
+
 # ---- real processes -----------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
@@ -100,7 +131,8 @@ def served(
 ) -> Iterator[tuple[World, str, subprocess.Popen[bytes]]]:
     """A PUMS world whose state is then served by ``sandbox serve`` with two processes."""
     world = world_factory(
-        {"pums": pums_policy("pums", "pums.csv")}, {"pums.csv": PUMS_DIR / "PUMS_pid.csv"}
+        {"pums": pums_policy("pums", "pums.csv"), "late": pums_policy("late", "pums.csv")},
+        {"pums.csv": PUMS_DIR / "PUMS_pid.csv"},
     )
     world.register("pums")
     world.project("race", (("pums", "research"),), quota=QuotaLimits(jobs_total=10))
@@ -136,6 +168,18 @@ def _server_processes(pid: int) -> list[int]:
     """The server processes under ``pid`` (not multiprocessing's resource tracker)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def _project(project_id: str, dataset: str) -> Project:
+    today = dt.date.today()
+    return Project(
+        project_id,
+        project_id,
+        ("ana",),
+        ((dataset, "research"),),
+        today + dt.timedelta(days=30),
+        QuotaLimits(),
+    )
 
 
 def _cpu_seconds(pid: int) -> float:
