@@ -91,7 +91,6 @@ class Sandbox:
             config.engine_threads,
             config.engine_memory_limit,
             config.engine_cache_rows,
-            spill_dir=config.engine_spill_dir,
         )
         self.principals = Principals(self.db, allow_plaintext_tokens=config.allow_plaintext_tokens)
         self.projects = Projects(self.db)

@@ -61,9 +61,6 @@ class ServerConfig:
     at_rest_keys: str = field(default="", repr=False)
     """Instead of the key file: the keys themselves, base64, comma-separated, newest last
     (from ``SANDBOX_AT_REST_KEYS``)."""
-    engine_spill_dir: str = ""
-    """Where the engine may spill intermediate data when a job exceeds its memory: empty (the
-    default) disables spilling, so nothing derived from rows reaches disk unsealed."""
     federation_config: Path | None = None
     """TOML file of the federation settings (``[federation]``: the coordinators a node serves,
     the nodes and federated datasets a coordinator runs jobs over); see

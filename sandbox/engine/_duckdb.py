@@ -85,17 +85,15 @@ def file_fingerprint(path: Path | str) -> str:
 
 
 class Engine:
-    def __init__(
-        self, threads: int = 2, memory_limit: str = "", cache_rows: int = 0, spill_dir: str = ""
-    ) -> None:
+    def __init__(self, threads: int = 2, memory_limit: str = "", cache_rows: int = 0) -> None:
         """``cache_rows``: rows of small registered files kept in memory, in all (0: none).
 
-        ``spill_dir``: where a job larger than memory may spill; empty disables spilling (a
-        job that does not fit fails), so no intermediate data reaches disk unsealed.
+        Spilling is disabled: a job that does not fit in memory fails (the engine cannot seal
+        its spill files), so no intermediate data ever reaches disk.
         """
         config: dict[str, str | bool | int | float | list[str]] = {
             "threads": threads,
-            "temp_directory": spill_dir,
+            "temp_directory": "",  # no spill files (DuckDB's default is ./.tmp)
         }
         if memory_limit:
             config["memory_limit"] = memory_limit

@@ -6,7 +6,9 @@ server's Ed25519 key, and the inclusion proof of the entry in that checkpoint's 
 
 from __future__ import annotations
 
-from sandbox import Query
+import pytest
+
+from sandbox import PolicyDenied, Query
 from sandbox.audit import AuditLog, Receipt, SigningKey, load_public_key, receipt_problem
 from tests.conftest import World
 
@@ -35,3 +37,19 @@ def test_a_released_result_carries_a_receipt_that_verifies_offline(pums_world: W
     first = results[0].receipt
     assert first is not None
     assert receipt_problem(Receipt.from_dict(first), stranger) != ""
+
+
+def test_stopping_the_server_signs_a_checkpoint_of_the_whole_log(pums_world: World) -> None:
+    ana = pums_world.client("ana")
+    ana.run(COUNT, project="census-study", purpose="research")  # its receipt signs one
+    with pytest.raises(PolicyDenied):  # an entry after it, which no receipt covered
+        ana.run(Query("pums").group_by("pid").count(), project="census-study", purpose="research")
+    log = AuditLog(pums_world.db)
+    trusted = load_public_key(log.public_key_pem())
+    before = max(cp.size for cp in log.checkpoints())
+    assert before < log.size()
+    pums_world.stop()
+    size = log.size()
+    latest = max(log.checkpoints(), key=lambda cp: cp.size)
+    assert latest.size == size  # covers every entry, the last ones included
+    assert latest.problem(trusted) == ""

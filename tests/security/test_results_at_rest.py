@@ -2,7 +2,7 @@
 
 A stored result is AES-256-GCM under the server's data-at-rest key, bound to its job id; the
 key file is the server's own (mode 0600); rotation adds a key and re-seals every result while
-the server keeps serving; the engine never spills intermediate data to disk by default.
+the server keeps serving; the engine never spills intermediate data to disk.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def test_rotation_while_serving_keeps_every_result_readable(pums_world: World) -
     assert chen.audit_verify().ok
 
 
-def test_the_engine_never_spills_to_disk_by_default() -> None:
+def test_the_engine_never_spills_to_disk() -> None:
     engine = Engine()
     try:
         (setting,) = engine._db.execute("SELECT current_setting('temp_directory')").fetchone()
