@@ -205,6 +205,8 @@ class FederatedRelease:
     """Seconds: vet, keygen, nodes (fan-out wall time), slowest_node, combine, decrypt,
     disclosure (query-set check, thresholds, rounding), differencing_and_log (the guard, the
     register and the release's transaction), total."""
+    release_seq: int = -1
+    """Index of the ``federation.released`` log entry (its receipt proves the release)."""
 
 
 class Coordinator:
@@ -370,7 +372,7 @@ class Coordinator:
             t5 = time.perf_counter()
             timings |= {"combine": t3 - t2, "decrypt": t4 - t3, "disclosure": t5 - t4}
             replies = {o.party: o for o in outcomes if o.party in parties}
-            table = self._release(
+            table, release_seq = self._release(
                 fplan,
                 base,
                 job_id,
@@ -407,7 +409,7 @@ class Coordinator:
         timings["total"] = time.perf_counter() - started
         self.last_timings = timings
         log.info("federated job %s released: %s", job_id, _fmt(timings))
-        return FederatedRelease(info, table, tuple(parties), tuple(missing), timings)
+        return FederatedRelease(info, table, tuple(parties), tuple(missing), timings, release_seq)
 
     def _accept(
         self,
@@ -462,9 +464,9 @@ class Coordinator:
         public_key: JobPublicKey,
         encoding: JobEncoding,
         combined_digest: str,
-    ) -> ResultTable:
+    ) -> tuple[ResultTable, int]:
         """Differencing guard, release register, quota charge and the release's log entry, in
-        one transaction; the table as released."""
+        one transaction; the table as released, and the index of that entry."""
         ds, policy = fplan.dataset, fplan.policy
         version = _data_version(replies)
         with self.app.db.write() as conn:
@@ -492,7 +494,7 @@ class Coordinator:
             )
             self._ledger.commit(conn, job_id, 0)
             statuses = [c.status for r in table.rows for c in r.cells]
-            self._audit.append(
+            seq = self._audit.append(
                 conn,
                 "federation.released",
                 **base,
@@ -506,7 +508,7 @@ class Coordinator:
                 cells={s.value: statuses.count(s) for s in CellStatus},
                 charged={"jobs": 1, "rows": 0},
             )
-        return table
+        return table, seq
 
     def _fan_out(
         self,
@@ -908,6 +910,7 @@ def run_federated(
         result.table,
         result.digest,
         result.sealed,
+        result.receipt,
         parties=tuple(response.parties),
         missing=tuple(response.missing),
     )

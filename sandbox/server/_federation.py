@@ -9,6 +9,7 @@ it lists. Without that config every call is refused (PERMISSION_DENIED / NOT_FOU
 
 from __future__ import annotations
 
+import json
 import threading
 import weakref
 from typing import Any
@@ -132,6 +133,9 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):  # type
         else:
             max_bytes = min(wire.SEALED_CHUNK_BYTES, self.app.config.max_message_bytes // 2)
             chunks = wire.sealed_to_chunks(blob, max_bytes)
+        if chunks and result.release_seq >= 0:
+            receipt = self.app.audit.receipt(result.release_seq).to_dict()
+            chunks[0].receipt_json = json.dumps(receipt, sort_keys=True)
         return federation_pb2.RunFederatedJobResponse(
             job=wire.job_to_pb(result.info),
             result=chunks,

@@ -30,6 +30,7 @@ from sandbox._errors import (
     TooFewParties,
 )
 from sandbox._model import AggFunc, Aggregate, Filter, FilterOp, JobSpec
+from sandbox.audit import AuditLog, Receipt, load_public_key, receipt_problem
 from sandbox.disclosure._threshold import round_to_base
 from sandbox.federation import FederatedResult, run_federated
 from sandbox.server._federation import coordinator_of
@@ -317,6 +318,12 @@ def test_each_node_logs_the_digest_the_coordinator_logged(federation: Federation
         e for e in entries if e["event"] == "federation.released" and e["job_id"] == result.job_id
     ]
     assert len(released) == 1
+    # The federated result carries the receipt of exactly that entry, valid offline.
+    assert result.receipt is not None
+    receipt = Receipt.from_dict(result.receipt)
+    coordinator_log = AuditLog(federation.coordinator.db)
+    trusted = load_public_key(coordinator_log.public_key_pem())
+    assert receipt_problem(receipt, trusted, released[0]) == ""
     logged = {p["party"]: p for p in released[0]["parties"]}
     assert set(logged) == set(NODES)
     text = json.dumps(released[0])
