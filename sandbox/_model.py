@@ -268,6 +268,11 @@ class JobInfo:
     policy_version: str = ""
     progress: float = 0.0
 
+    @property
+    def submitter(self) -> Principal:
+        """The researcher who submitted the job (only researchers submit)."""
+        return Principal(self.principal, Role.RESEARCHER)
+
 
 class CellStatus(enum.StrEnum):
     RELEASED = "released"
