@@ -245,7 +245,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--small-jobs", type=int, default=3200)
     parser.add_argument(
-        "--processes", type=int, default=2, help="server processes (config 'processes')"
+        "--processes", type=int, default=4, help="server processes (config 'processes')"
     )
     parser.add_argument(
         "--rate", type=float, default=300.0, help="open-loop run at this many jobs/s (0: skip)"
