@@ -224,20 +224,28 @@ class _RegisterIndex:
 
 
 def _hull(c: Constraint) -> tuple[float, float]:
-    """The closed numeric interval holding every value ``c`` admits; NaN when not numeric
-    (or empty), which prunes nothing."""
+    """The closed interval holding every value ``c`` admits, when its values are numbers; NaN
+    otherwise (text compares by its own order; an empty set or range), which prunes nothing."""
     nan = (math.nan, math.nan)
-    try:
-        if isinstance(c, ValueSet):
-            values = [float(v) for v in c.values]
-            return (min(values), max(values)) if values else nan
-        if isinstance(c, Range):
-            lo = -math.inf if c.lo is None else float(c.lo)
-            hi = math.inf if c.hi is None else float(c.hi)
-            return lo, hi
-    except (TypeError, ValueError):
-        return nan
+    if isinstance(c, ValueSet):
+        if not c.values or not all(_is_number(v) for v in c.values):
+            return nan
+        values = [float(v) for v in c.values]
+        return min(values), max(values)
+    if isinstance(c, Range):
+        if not all(b is None or _is_number(b) for b in (c.lo, c.hi)):
+            return nan
+        lo = -math.inf if c.lo is None else float(c.lo)
+        hi = math.inf if c.hi is None else float(c.hi)
+        # An empty range (lo above hi, or one open point) lies "within" anything by the
+        # bounds test of ``_range_within`` while overlapping nothing: never prune on it.
+        empty = lo > hi or (lo == hi and not (c.lo_inclusive and c.hi_inclusive))
+        return nan if empty else (lo, hi)
     return nan  # Missing: only another Missing is nested with it
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not (isinstance(v, float) and math.isnan(v))
 
 
 def _hull_arrays(constraints: list[Constraint]) -> tuple[Any, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sandbox._model import AggFunc, Aggregate, Filter, FilterOp, JobSpec
@@ -164,14 +164,14 @@ def _all_pairs(
     return bad
 
 
-_values = st.one_of(st.integers(-3, 12), st.sampled_from(["a", "b", "7"]))
+_values = st.one_of(st.integers(-3, 12), st.sampled_from(["a", "b", "7", "15", "1", "3"]))
 _constraints = st.one_of(
     st.frozensets(_values, min_size=0, max_size=3).map(ValueSet),
     st.builds(
         Range,
-        lo=st.one_of(st.none(), st.integers(-3, 12)),
+        lo=st.one_of(st.none(), st.integers(-3, 12), st.sampled_from(["1", "15", "3"])),
         lo_inclusive=st.booleans(),
-        hi=st.one_of(st.none(), st.integers(-3, 12)),
+        hi=st.one_of(st.none(), st.integers(-3, 12), st.sampled_from(["1", "15", "3"])),
         hi_inclusive=st.booleans(),
         excluded=st.frozensets(st.integers(-3, 12), max_size=2),
     ),
@@ -180,7 +180,15 @@ _constraints = st.one_of(
 _regions = st.dictionaries(st.sampled_from(["age", "sex", "race"]), _constraints, max_size=3)
 
 
-@settings(max_examples=300, deadline=None)
+@example(  # an empty range is nested in another by the bounds test, yet overlaps nothing
+    new=[({"age": Range(lo=1, lo_inclusive=False, hi=0, hi_inclusive=False)}, 0)],
+    prior=[({"age": Range(lo=None, lo_inclusive=False, hi=0, hi_inclusive=False)}, 1, "v1")],
+)
+@example(  # text bounds compare as text: "15" lies between "1" and "3"
+    new=[({"race": Range(lo="15", hi="15")}, 0)],
+    prior=[({"race": Range(lo="1", hi="3")}, 5, "v1")],
+)
+@settings(max_examples=1000, deadline=None)
 @given(
     new=st.lists(st.tuples(_regions, st.integers(0, 40)), max_size=6),
     prior=st.lists(
