@@ -216,7 +216,7 @@ class ReviewFlow:
         """Release the table an approved job held (its differencing guard runs now)."""
         policy = self._policies.get(info.spec.dataset)
         record = self._catalogue.get(info.spec.dataset)
-        blob = self._jobs.held_result(info.job_id)
+        blob = self._jobs.result(info.job_id)  # the held table, opened (server side only)
         if policy is None or record is None or blob is None:
             failure = JobFailed("the dataset changed while the release awaited approval")
             return self._finish_unreleased(info.job_id, JobState.FAILED, failure, 0)

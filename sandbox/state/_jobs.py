@@ -177,10 +177,6 @@ class Jobs:
         )
         return replace(info, state=JobState.AWAITING_APPROVAL, message=message)
 
-    def held_result(self, job_id: str) -> bytes | None:
-        """The protected table a job awaiting release approval holds (server side only)."""
-        return self.result(job_id)
-
     def set_release_seq(self, conn: sqlite3.Connection, job_id: str, seq: int) -> None:
         """Remember the audit entry that records the job's release (for its receipt)."""
         conn.execute("UPDATE jobs SET release_seq = ? WHERE job_id = ?", (seq, job_id))
