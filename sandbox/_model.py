@@ -356,10 +356,18 @@ class ResultTable:
         )
 
     def canonical_json(self) -> str:
-        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return self._canonical
 
     def digest(self) -> str:
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        return self._digest
+
+    @functools.cached_property
+    def _canonical(self) -> str:  # a released table is never changed, only replaced
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+
+    @functools.cached_property
+    def _digest(self) -> str:
+        return hashlib.sha256(self._canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import logging
 import secrets
@@ -17,6 +16,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -57,6 +57,7 @@ from sandbox.audit import AuditLog
 from sandbox.disclosure import (
     NeedsExactContributions,
     NoiseTerms,
+    ReleasedCells,
     Settings,
     cell_key_table,
     check_cell_key_job,
@@ -67,7 +68,6 @@ from sandbox.disclosure import (
     protect,
     protect_noised,
     record_key_secret,
-    released_cell,
 )
 from sandbox.engine import Engine, Plan, RawTable, file_fingerprint, plan
 from sandbox.policy import (
@@ -103,6 +103,8 @@ _CANCEL_POLL_S = 0.2
 _WAIT_POLL_FIRST_S = 0.01
 _WAIT_POLL_MAX_S = 0.2
 """Polling of a job running in a sibling process: first interval, doubling up to this."""
+_RECEIPTS_KEPT = 4096
+"""Receipts of recent releases kept in memory for their waiting callers."""
 
 
 def _utc_today() -> dt.date:
@@ -151,12 +153,14 @@ class JobPipeline(ReviewFlow):
         self._jobs = Jobs(db, at_rest)
         self._ledger = Ledger()
         self._budget = PrivacyLedger()
-        self._releases = ReleaseRegister(released_cell)
+        self._releases = ReleaseRegister(ReleasedCells)
         self._reviews = Reviews(db)
         self._audit = AuditLog(db)
         self._today = today
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-job")
         self._waiting: dict[str, _Waiters] = {}
+        self._receipts: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        """Receipts of this process's latest releases, by job id (under ``_waiting_lock``)."""
         self._waiting_lock = threading.Lock()
         self._local: set[str] = set()
         """Jobs queued or running in this process (others may run in sibling processes)."""
@@ -301,8 +305,9 @@ class JobPipeline(ReviewFlow):
         policy = self._policies[spec.dataset]
         decision = decide(policy, spec, principal, project, self._today())
         waived: tuple[str, ...] = ()
-        waived_digest = spec.digest()
+        waived_digest = ""
         if not decision.allowed:
+            waived_digest = spec.digest()  # the job as asked: what an exception names
             covered = self._exceptions.covers(
                 principal.name, spec.project, waived_digest, decision.rule_ids
             )
@@ -723,7 +728,7 @@ class JobPipeline(ReviewFlow):
                     cells=entries,
                 )
             blob = table.canonical_json().encode()
-            digest = hashlib.sha256(blob).hexdigest()
+            digest = table.digest()
             statuses = [c.status for r in table.rows for c in r.cells]
             self._ledger.commit(conn, info.job_id, rows)
             charged: dict[str, int | str] = {"jobs": 1, "rows": rows}
@@ -737,7 +742,7 @@ class JobPipeline(ReviewFlow):
                 result=blob,
                 result_digest=digest,
             )
-            seq = self._audit.append(
+            receipt = self._audit.append_with_receipt(
                 conn,
                 "job.released",
                 **self._entry_fields(info.submitter, info.spec, info.job_id),
@@ -746,7 +751,11 @@ class JobPipeline(ReviewFlow):
                 result_digest=digest,
                 cells={s.value: statuses.count(s) for s in CellStatus},
             )
-            self._jobs.set_release_seq(conn, info.job_id, seq)
+            self._jobs.set_release_seq(conn, info.job_id, receipt.seq)
+        with self._waiting_lock:
+            self._receipts[info.job_id] = receipt.to_dict()
+            if len(self._receipts) > _RECEIPTS_KEPT:
+                self._receipts.popitem(last=False)
         return table, final
 
     def _finish_unreleased(
@@ -805,11 +814,13 @@ class JobPipeline(ReviewFlow):
             return replace(info, progress=self._engine.progress(job_id))
         return replace(info, progress=1.0) if info.state.terminal else info
 
-    def _waiters(self, job_id: str) -> _Waiters:
+    def _waiters(self, job_id: str) -> tuple[_Waiters, bool]:
+        """Register a caller's interest; also whether the job is queued or running in this
+        process, so that its end is yet to be signalled to the waiters returned."""
         with self._waiting_lock:
             waiters = self._waiting.setdefault(job_id, _Waiters())
             waiters.count += 1
-            return waiters
+            return waiters, job_id in self._local
 
     def _unwait(self, job_id: str, waiters: _Waiters) -> None:
         """Withdraw one caller's interest; the last one out drops the bookkeeping."""
@@ -835,16 +846,28 @@ class JobPipeline(ReviewFlow):
         return self.wait_for_result(principal, job_id, timeout, with_result=False)[0]
 
     def wait_for_result(
-        self, principal: Principal, job_id: str, timeout: float, *, with_result: bool = True
+        self,
+        principal: Principal,
+        job_id: str,
+        timeout: float,
+        *,
+        with_result: bool = True,
+        known: JobInfo | None = None,
     ) -> tuple[JobInfo, ResultTable | None]:
         """Long-poll like ``wait``; also the released table if the job succeeded.
 
         A waiter woken by the end of the job gets its final record and the table the worker
-        just stored, without reading them back from the state store.
+        just stored, without reading them back from the state store. ``known``: the record
+        ``submit`` just returned to this principal; it stands for the first read while the
+        job is still queued or running in this process (its end is then still to be signalled).
         """
-        waiters = self._waiters(job_id)  # registered before the read, so no wake-up is lost
+        # Registered before the read, so no wake-up is lost.
+        waiters, pending_here = self._waiters(job_id)
         try:
-            info = self.get(principal, job_id)
+            if known is not None and known.job_id == job_id and pending_here:
+                info = known
+            else:
+                info = self.get(principal, job_id)
             deadline = time.monotonic() + timeout
             poll = _WAIT_POLL_FIRST_S
             while not info.state.terminal and (left := deadline - time.monotonic()) > 0:
@@ -915,8 +938,18 @@ class JobPipeline(ReviewFlow):
     def receipt(self, principal: Principal, job_id: str) -> dict[str, Any] | None:
         """The receipt of a job's release: its audit entry's index and leaf hash, a signed
         checkpoint covering it and the inclusion proof (None if nothing was released)."""
-        self._visible_job(principal, job_id)
-        seq = self._jobs.release_seq(job_id)
+        return self.receipt_of(self._visible_job(principal, job_id))
+
+    def receipt_of(self, info: JobInfo) -> dict[str, Any] | None:
+        """``receipt`` for a job record the caller already obtained through a visibility
+        check (``get``, ``wait_for_result``). Recent releases answer from memory: the receipt
+        made with the release is the one the log would give (its checkpoint is the first
+        covering the entry)."""
+        with self._waiting_lock:
+            kept = self._receipts.get(info.job_id)
+        if kept is not None:
+            return kept
+        seq = self._jobs.release_seq(info.job_id)
         return None if seq is None else self._audit.receipt(seq).to_dict()
 
     # ---- lifecycle --------------------------------------------------------------------

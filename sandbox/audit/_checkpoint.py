@@ -70,6 +70,8 @@ class SigningKey:
         if key.curve != "Ed25519" or not key.has_private():
             raise KeyFileInvalid("the audit signing key must be an Ed25519 private key")
         self._key = key
+        # Built once: making the scheme exports the public point, costlier than a signature.
+        self._scheme = eddsa.new(key, "rfc8032")
         self.public_raw: bytes = key.public_key().export_key(format="raw")
         self.key_id = key_id_of(self.public_raw)
 
@@ -125,7 +127,7 @@ class SigningKey:
         return pem + ("" if pem.endswith("\n") else "\n")
 
     def sign(self, message: bytes) -> bytes:
-        signature: bytes = eddsa.new(self._key, "rfc8032").sign(message)
+        signature: bytes = self._scheme.sign(message)
         return signature
 
 

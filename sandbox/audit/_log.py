@@ -106,10 +106,25 @@ class AuditLog:
         # (no other writer, no rollback), so appends skip parsing the frontier.
         self._cached: tuple[int, str, CompactRange, list[str]] | None = None
         self._signer: SigningKey | None = None
+        self._origin = ""
 
     # ---- append -------------------------------------------------------------------------
     def append(self, conn: sqlite3.Connection, event: str, **fields: Any) -> int:
         """Append one entry within the open write transaction ``conn``; returns its seq."""
+        return self._append(conn, event, fields)[0]
+
+    def append_with_receipt(self, conn: sqlite3.Connection, event: str, **fields: Any) -> Receipt:
+        """Append one entry like ``append`` and sign a checkpoint of the log it ends; returns
+        the entry's receipt. The proof comes from the frontier in hand (no lookups): the last
+        leaf's path is the frontier before it, right to left (RFC 6962 §2.1.1)."""
+        seq, leaf, root, path = self._append(conn, event, fields)
+        checkpoint = self._store_checkpoint(conn, seq + 1, root)
+        return Receipt(seq, leaf.hex(), checkpoint, path)
+
+    def _append(
+        self, conn: sqlite3.Connection, event: str, fields: dict[str, Any]
+    ) -> tuple[int, bytes, bytes, tuple[str, ...]]:
+        """Seq, leaf hash and new root of the appended entry, and its inclusion path (hex)."""
         clash = _RESERVED.intersection(fields)
         if clash:
             raise ValueError(f"audit entry fields {sorted(clash)} are set by the log")
@@ -121,12 +136,14 @@ class AuditLog:
             else:
                 rng = _parse_frontier(row)
                 hexes = [h.hex() for h in rng.hashes]
+            path = tuple(reversed(hexes))
             seq = rng.size
             when = _now_text() if self._clock is None else iso(self._clock())
             text = canonical_text({"seq": seq, "time": when, "event": event, **fields})
             leaf = _sha256(b"\x00" + text.encode()).digest()
             nodes = rng.push(leaf)
-            conn.execute(_INSERT_ENTRY, (seq, text, leaf.hex(), rng.root().hex()))
+            root = rng.root()
+            conn.execute(_INSERT_ENTRY, (seq, text, leaf.hex(), root.hex()))
             for node in nodes:
                 conn.execute(_INSERT_NODE, node)
             # Only the last subtree root is new: the merged ones were the tail of the list.
@@ -135,7 +152,7 @@ class AuditLog:
             frontier = '["' + '","'.join(hexes) + '"]'
             conn.execute(_SAVE_FRONTIER, (rng.size, frontier))
             self._cached = (rng.size, frontier, rng, hexes)
-            return seq
+            return seq, leaf, root, path
 
     # ---- reading ------------------------------------------------------------------------
     def _conn(self, conn: sqlite3.Connection | None) -> sqlite3.Connection:
@@ -155,10 +172,15 @@ class AuditLog:
         return rng.size, rng.root()
 
     def origin(self, conn: sqlite3.Connection | None = None) -> str:
+        if self._origin:  # the log id is written once, when the log is created
+            return self._origin
         row = (
             self._conn(conn).execute("SELECT value FROM audit_meta WHERE key = 'log_id'").fetchone()
         )
-        return f"sandbox-audit/{row[0] if row else 'unknown'}"
+        if row is None:
+            return "sandbox-audit/unknown"
+        self._origin = f"sandbox-audit/{row[0]}"
+        return self._origin
 
     def entries(self, after_seq: int = -1, limit: int = 1000) -> list[AuditRecord]:
         rows = self._db.conn.execute(
@@ -306,13 +328,20 @@ class AuditLog:
         return self._checkpoint(conn)
 
     def _checkpoint(self, conn: sqlite3.Connection) -> Checkpoint:
-        key = self.signing_key()
         size, root = self.head(conn)
         latest = self.latest_checkpoint(conn)
-        if latest is not None and latest.size == size and latest.key_id == key.key_id:
+        if (
+            latest is not None
+            and latest.size == size
+            and latest.key_id == self.signing_key().key_id
+        ):
             return latest
+        return self._store_checkpoint(conn, size, root)
+
+    def _store_checkpoint(self, conn: sqlite3.Connection, size: int, root: bytes) -> Checkpoint:
+        """Sign the head ``(size, root)`` now and store the checkpoint (within ``conn``)."""
         when = iso(self._clock() if self._clock is not None else now_utc())
-        cp = sign_checkpoint(key, self.origin(conn), size, root, when)
+        cp = sign_checkpoint(self.signing_key(), self.origin(conn), size, root, when)
         conn.execute(
             "INSERT INTO audit_checkpoints (size, checkpoint) VALUES (?, ?)", (size, cp.to_json())
         )

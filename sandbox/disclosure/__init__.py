@@ -14,6 +14,7 @@ from sandbox.disclosure._cellkey import (
 from sandbox.disclosure._differencing import (
     RULE_DIFFERENCING,
     ReleasedCell,
+    ReleasedCells,
     differencing_guard,
     job_regions,
     offending,
@@ -64,6 +65,7 @@ __all__ = [
     "PTable",
     "RecordKeySecret",
     "ReleasedCell",
+    "ReleasedCells",
     "Settings",
     "build_ptable",
     "cell_key_table",

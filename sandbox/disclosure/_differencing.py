@@ -173,7 +173,7 @@ def offending(
     indexed by column set and each column's numeric hull: a new cell is compared only with
     the earlier cells it could be nested with (a necessary condition; ``contains`` decides).
     """
-    index = _RegisterIndex(list(prior))
+    index = prior if isinstance(prior, ReleasedCells) else ReleasedCells(prior)
     bad: set[int] = set()
     for i, (region, persons) in enumerate(new):
         for old in index.candidates(region):
@@ -191,27 +191,40 @@ def offending(
     return bad
 
 
-class _RegisterIndex:
-    """Released cells grouped by column set, with each column's numeric hull as arrays."""
+class ReleasedCells:
+    """Released cells grouped by column set, with each column's numeric hull as arrays.
 
-    def __init__(self, cells: list[ReleasedCell]) -> None:
-        groups: dict[frozenset[str], list[ReleasedCell]] = {}
+    Grows as cells are added (``sandbox.state.ReleaseRegister`` keeps one per dataset and
+    tops it up): a group's arrays are rebuilt only when it has grown since they were made.
+    """
+
+    def __init__(self, cells: Iterable[ReleasedCell] = ()) -> None:
+        self._groups: dict[frozenset[str], _Group] = {}
         for cell in cells:
-            groups.setdefault(frozenset(cell.region), []).append(cell)
-        self._groups = [
-            (
-                columns,
-                members,
-                {c: _hull_arrays([m.region[c] for m in members]) for c in columns},
-            )
-            for columns, members in groups.items()
-        ]
+            self.add(cell)
+
+    def add(self, cell: ReleasedCell) -> None:
+        group = self._groups.setdefault(frozenset(cell.region), _Group())
+        group.members.append(cell)
+        group.hulls = None
+
+    def add_row(self, region: str, persons: int, data_version: str) -> None:
+        """Add a register row as stored (region text, true persons, data version)."""
+        self.add(released_cell(region, persons, data_version))
+
+    def __len__(self) -> int:
+        return sum(len(g.members) for g in self._groups.values())
+
+    def __iter__(self) -> Iterator[ReleasedCell]:
+        for group in self._groups.values():
+            yield from group.members
 
     def candidates(self, region: Region) -> Iterator[ReleasedCell]:
         columns = frozenset(region)
-        for group_columns, members, hulls in self._groups:
+        for group_columns, group in self._groups.items():
             if not (group_columns <= columns or columns <= group_columns):
                 continue  # neither can contain the other: a column would be unconstrained
+            members, hulls = group.members, group.arrays(group_columns)
             keep = np.ones(len(members), dtype=bool)
             for column in group_columns & columns:
                 lo, hi = _hull(region[column])
@@ -221,6 +234,18 @@ class _RegisterIndex:
                 keep &= np.isnan(old_lo) | ((old_lo <= hi) & (old_hi >= lo))
             for j in np.flatnonzero(keep):
                 yield members[j]
+
+
+@dataclass
+class _Group:
+    members: list[ReleasedCell] = dataclasses.field(default_factory=list)
+    hulls: dict[str, tuple[Any, Any]] | None = None
+    """Per column, the members' hull bounds as two arrays (None: to be rebuilt)."""
+
+    def arrays(self, columns: frozenset[str]) -> dict[str, tuple[Any, Any]]:
+        if self.hulls is None:
+            self.hulls = {c: _hull_arrays([m.region[c] for m in self.members]) for c in columns}
+        return self.hulls
 
 
 def _hull(c: Constraint) -> tuple[float, float]:

@@ -100,6 +100,7 @@ class Engine:
         self._db = duckdb.connect(":memory:", config=config)
         self._cache = SourceCache(self._db, cache_rows, file_fingerprint)
         self._running: dict[str, duckdb.DuckDBPyConnection] = {}
+        self._thread = threading.local()
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
 
@@ -120,7 +121,10 @@ class Engine:
         return self._raw_table(plan, rows)
 
     def _execute(self, job_id: str, sql: str, params: list[object]) -> list[tuple[Any, ...]]:
-        cursor = self._db.cursor()
+        # One connection per worker thread, kept: opening one costs more than a small query.
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._thread, "cursor", None)
+        if cursor is None:
+            cursor = self._thread.cursor = self._db.cursor()
         with self._lock:
             if job_id in self._cancelled:
                 raise JobCancelled("job was cancelled", job_id=job_id)
@@ -136,7 +140,6 @@ class Engine:
             with self._lock:
                 self._running.pop(job_id, None)
                 self._cancelled.discard(job_id)
-            cursor.close()
 
     def _raw_table(self, plan: Plan, rows: list[tuple[Any, ...]]) -> RawTable:
         n_keys = len(plan.key_spaces)
@@ -193,18 +196,18 @@ class Engine:
         return max(0.0, min(1.0, pct / 100.0))
 
     def interrupt(self, job_id: str) -> None:
+        # Under the lock: a worker's connection runs its next job once this one is unlisted.
         with self._lock:
             self._cancelled.add(job_id)
             cursor = self._running.get(job_id)
-        if cursor is not None:
-            cursor.interrupt()
+            if cursor is not None:
+                cursor.interrupt()
 
     def interrupt_all(self) -> None:
         with self._lock:
-            running = list(self._running.items())
-            self._cancelled.update(job for job, _ in running)
-        for _, cursor in running:
-            cursor.interrupt()
+            self._cancelled.update(self._running)
+            for cursor in self._running.values():
+                cursor.interrupt()
 
     def inspect_source(
         self, path: Path, file_format: str, person_key: str, measures: tuple[str, ...] = ()

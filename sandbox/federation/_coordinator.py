@@ -110,11 +110,11 @@ from sandbox._model import (
 from sandbox.audit import AuditLog
 from sandbox.client._result import Result
 from sandbox.disclosure import (
+    ReleasedCells,
     Settings,
     check_query_set,
     differencing_guard,
     protect,
-    released_cell,
 )
 from sandbox.engine import KeySpace, RawCell, RawTable, bin_labels
 from sandbox.federation._encoding import FieldSpec, JobEncoding, layout
@@ -226,7 +226,7 @@ class Coordinator:
         self._today = today
         self._audit = AuditLog(app.db)
         self._ledger = Ledger()
-        self._releases = ReleaseRegister(released_cell)
+        self._releases = ReleaseRegister(ReleasedCells)
         self.policies: dict[str, Policy] = {}
         for ds in config.datasets:
             policy = load_policy(ds.policy)

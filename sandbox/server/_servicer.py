@@ -92,17 +92,23 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
         else:
             max_bytes = min(wire.SEALED_CHUNK_BYTES, self.app.config.max_message_bytes // 2)
             chunks = wire.sealed_to_chunks(blob, max_bytes)
-        receipt = self.app.jobs.receipt(current_principal(), info.job_id)
+        receipt = self.app.jobs.receipt_of(info)  # info came through a visibility check
         if receipt is not None and chunks:
             chunks[0].receipt_json = json.dumps(receipt, sort_keys=True)
         return chunks
 
     def _wait(
-        self, job_id: str, seconds: float, include_result: bool, expected_key: str
+        self,
+        job_id: str,
+        seconds: float,
+        include_result: bool,
+        expected_key: str,
+        known: JobInfo | None = None,
     ) -> tuple[jobs_pb2.Job, jobs_pb2.ResultChunk | None]:
-        """Long-poll; the whole released table as one chunk if wanted, ready and small enough."""
+        """Long-poll; the whole released table as one chunk if wanted, ready and small enough.
+        ``known``: the job's record as this request just submitted it."""
         info, table = self.app.jobs.wait_for_result(
-            current_principal(), job_id, seconds, with_result=include_result
+            current_principal(), job_id, seconds, with_result=include_result, known=known
         )
         if table is None or len(table.rows) > wire.ROWS_PER_CHUNK:
             return wire.job_to_pb(info), None
@@ -121,7 +127,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
             return jobs_pb2.SubmitJobResponse(job=wire.job_to_pb(info))
         if info.state.terminal or wait > 0 or request.include_result:
             job, result = self._wait(
-                info.job_id, wait, request.include_result, request.expected_key_fingerprint
+                info.job_id, wait, request.include_result, request.expected_key_fingerprint, info
             )
         else:
             job, result = wire.job_to_pb(info), None

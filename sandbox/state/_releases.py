@@ -1,10 +1,11 @@
 """Release register: every cell released in rule-based mode, with its region and true size.
 
 Read and written inside the release's ``BEGIN IMMEDIATE`` transaction, so two jobs finishing
-together are checked against each other. Rows are parsed once and cached per dataset, then
-topped up with the rows added since (the table is append-only). The person counts are true
-counts: this table never leaves the server. Regions are opaque canonical text here; the
-differencing guard (``sandbox.disclosure``) gives them meaning through ``parse``.
+together are checked against each other. Rows are parsed once into a view per dataset (the
+guard's index), then topped up with the rows added since (the table is append-only). The
+person counts are true counts: this table never leaves the server. Regions are opaque
+canonical text here; the differencing guard (``sandbox.disclosure``) gives them meaning
+through the view's ``add_row``.
 """
 
 from __future__ import annotations
@@ -12,32 +13,45 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
-
-T = TypeVar("T")
+from typing import Generic, Protocol, TypeVar
 
 
-class ReleaseRegister(Generic[T]):
-    def __init__(self, parse: Callable[[str, int, str], T]) -> None:
-        """``parse(region_text, persons, data_version)`` builds one cached entry."""
-        self._parse = parse
-        self._cells: dict[str, list[T]] = {}
+class RegisterView(Protocol):
+    """What the register tops up: one per dataset, fed each stored row once."""
+
+    def add_row(self, region: str, persons: int, data_version: str) -> None: ...
+
+
+V = TypeVar("V", bound=RegisterView)
+
+
+class ReleaseRegister(Generic[V]):
+    def __init__(self, new_view: Callable[[], V]) -> None:
+        """``new_view()`` makes the empty view of one dataset's cells (e.g. an index)."""
+        self._new_view = new_view
+        self._views: dict[str, V] = {}
         self._last_id: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def cells(self, conn: sqlite3.Connection, dataset: str) -> list[T]:
-        """Every cell released from ``dataset`` so far (call inside the write transaction)."""
+    def cells(self, conn: sqlite3.Connection, dataset: str) -> V:
+        """Every cell released from ``dataset`` so far, as this register's live view.
+
+        Call inside the write transaction and use the view only there: the next call, in a
+        later transaction, adds the rows committed since (by any process) to the same view.
+        """
         with self._lock:
             rows = conn.execute(
                 "SELECT id, region, persons, data_version FROM releases"
                 " WHERE dataset = ? AND id > ? ORDER BY id",
                 (dataset, self._last_id.get(dataset, 0)),
             ).fetchall()
-            cached = self._cells.setdefault(dataset, [])
+            view = self._views.get(dataset)
+            if view is None:
+                view = self._views[dataset] = self._new_view()
             for row_id, region, persons, version in rows:
-                cached.append(self._parse(region, int(persons), version))
+                view.add_row(region, int(persons), version)
                 self._last_id[dataset] = int(row_id)
-            return list(cached)
+            return view
 
     def record(
         self,

@@ -186,6 +186,30 @@ def test_receipt_inside_the_write_transaction(tmp_path: Path) -> None:
     assert receipt_problem(receipt, None, log.entry(5).entry) == ""
 
 
+def test_a_receipt_made_with_the_append_is_the_one_the_log_gives_later(tmp_path: Path) -> None:
+    """``append_with_receipt`` takes the proof from the frontier in hand, not from lookups:
+    at every size (past each power of two, from two log objects, one cache-cold) the receipt
+    must verify and equal what ``receipt(seq)`` computes afterwards from the stored tree."""
+    log, other = new_log(tmp_path), new_log(tmp_path)
+    pinned = load_public_key(log.public_key_pem())
+    made = []
+    for i in range(70):
+        writer = other if i % 11 == 5 else log  # the other's frontier cache is stale then
+        if i % 7 == 3:
+            fill(log, 1, start=1000 + i)  # plain appends between receipts
+        with writer._db.write() as conn:
+            receipt = writer.append_with_receipt(conn, "job.released", actor="ana", job_id=f"r{i}")
+        assert receipt.checkpoint.size == receipt.seq + 1
+        assert receipt_problem(receipt, pinned, log.entry(receipt.seq).entry) == ""
+        made.append(receipt)
+    leaves = [bytes.fromhex(leaf) for _, _, leaf in log.scan()]
+    for receipt in made:
+        assert log.receipt(receipt.seq) == receipt
+        proof = inclusion_proof_of(leaves[: receipt.seq + 1], receipt.seq)
+        assert [bytes.fromhex(p) for p in receipt.proof] == proof
+    assert log.verify().ok
+
+
 def test_a_wrong_receipt_is_refused(tmp_path: Path) -> None:
     log = new_log(tmp_path)
     fill(log, 13)

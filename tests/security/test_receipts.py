@@ -27,9 +27,11 @@ def test_a_released_result_carries_a_receipt_that_verifies_offline(pums_world: W
         assert entry["event"] == "job.released" and entry["job_id"] == result.job_id
         assert entry["result_digest"] == result.digest
         assert receipt_problem(receipt, trusted, entry) == ""
+        # The server made it with the release; the stored log gives exactly the same one.
+        assert AuditLog(pums_world.db).receipt(receipt.seq).to_dict() == result.receipt
         # Fetched again later, the receipt still proves the same entry.
         again = ana.job(result.job_id).result(timeout=10)
-        assert again.receipt is not None and again.receipt["seq"] == receipt.seq
+        assert again.receipt == result.receipt
         # Another entry, or another key, does not verify.
         other = entries[receipt.seq - 1]
         assert receipt_problem(receipt, trusted, other) != ""

@@ -7,7 +7,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sandbox._model import AggFunc, Aggregate, Filter, FilterOp, JobSpec
-from sandbox.disclosure import ReleasedCell, job_regions, offending, released_cell
+from sandbox.disclosure import (
+    ReleasedCell,
+    ReleasedCells,
+    job_regions,
+    offending,
+    released_cell,
+)
 from sandbox.disclosure._differencing import (
     Missing,
     Range,
@@ -201,3 +207,30 @@ def test_the_indexed_guard_equals_the_all_pairs_rule(
     cells = [ReleasedCell(r, n, v) for r, n, v in prior]
     got = offending(new, cells, data_version="v1", min_persons=10)  # type: ignore[arg-type]
     assert got == _all_pairs(new, cells, "v1", 10)
+
+
+@example(  # the group's arrays, made when it held the first cell only, must be rebuilt
+    new=[({"age": Range(lo=50, hi=60)}, 100)],
+    prior=[({"age": Range(lo=0, hi=10)}, 100, "v1"), ({"age": Range(lo=40, hi=70)}, 105, "v1")],
+)
+@settings(max_examples=300, deadline=None)
+@given(
+    new=st.lists(st.tuples(_regions, st.integers(0, 40)), min_size=1, max_size=4),
+    prior=st.lists(
+        st.tuples(_regions, st.integers(0, 40), st.sampled_from(["v1", "v2"])), max_size=10
+    ),
+)
+def test_a_register_index_grown_between_queries_equals_the_all_pairs_rule(
+    new: list[tuple[dict[str, object], int]], prior: list[tuple[dict[str, object], int, str]]
+) -> None:
+    """The register keeps one index per dataset and adds to it: each query after an add must
+    see the cell added (a group's arrays are rebuilt once it has grown)."""
+    index = ReleasedCells()
+    cells: list[ReleasedCell] = []
+    for region, persons, version in prior:
+        cell = ReleasedCell(region, persons, version)  # type: ignore[arg-type]
+        index.add(cell)
+        cells.append(cell)
+        got = offending(new, index, data_version="v1", min_persons=10)  # type: ignore[arg-type]
+        assert got == _all_pairs(new, cells, "v1", 10)
+    assert len(index) == len(cells) and {id(c) for c in index} == {id(c) for c in cells}
