@@ -1,14 +1,13 @@
 """Federated aggregates: nodes encrypt packed partials under a per-job Paillier key; the
 coordinator adds them and decrypts only combined totals of at least ``min_parties`` nodes."""
 
+from sandbox.client._federated import FederatedResult, run_federated
 from sandbox.federation._coordinator import (
     Coordinator,
     FederatedPlan,
     FederatedRelease,
-    FederatedResult,
     NodeCall,
     NodeOutcome,
-    run_federated,
 )
 from sandbox.federation._encoding import FieldSpec, JobEncoding, Number
 from sandbox.federation._node import (

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import typing
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -145,3 +147,27 @@ def test_client_signature_sanity() -> None:
     assert typing.get_type_hints(sandbox.PreparedJob.preview)["return"] is sandbox.Estimate
     assert typing.get_type_hints(sandbox.PreparedJob.submit)["return"] is sandbox.Job
     assert typing.get_type_hints(sandbox.PreparedJob.run)["return"] is sandbox.Result
+
+
+def _imports_generated_code(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sandbox.api"):
+            return True
+        if isinstance(node, ast.Import) and any(
+            a.name.startswith("sandbox.api") for a in node.names
+        ):
+            return True
+    return False
+
+
+def test_only_the_wire_module_the_server_and_the_client_import_generated_code() -> None:
+    """Every other module (pipeline, policy, disclosure, federation, ...) is transport-free."""
+    root = Path(sandbox.__file__).parent
+    importers = {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*.py")
+        if not p.relative_to(root).as_posix().startswith("api/") and _imports_generated_code(p)
+    }
+    allowed = {p for p in importers if p == "_wire.py" or p.startswith(("server/", "client/"))}
+    assert importers == allowed
+    assert "_wire.py" in importers and "client/_client.py" in importers  # the scan sees imports
