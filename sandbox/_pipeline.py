@@ -935,16 +935,14 @@ class JobPipeline(ReviewFlow):
             raise JobFailed("result missing", job_id=job_id)
         return ResultTable.from_json(json.loads(blob))
 
-    def receipt(self, principal: Principal, job_id: str) -> dict[str, Any] | None:
-        """The receipt of a job's release: its audit entry's index and leaf hash, a signed
-        checkpoint covering it and the inclusion proof (None if nothing was released)."""
-        return self.receipt_of(self._visible_job(principal, job_id))
-
     def receipt_of(self, info: JobInfo) -> dict[str, Any] | None:
-        """``receipt`` for a job record the caller already obtained through a visibility
-        check (``get``, ``wait_for_result``). Recent releases answer from memory: the receipt
-        made with the release is the one the log would give (its checkpoint is the first
-        covering the entry)."""
+        """The receipt of a job's release: its audit entry's index and leaf hash, a signed
+        checkpoint covering it and the inclusion proof (None if nothing was released).
+
+        ``info`` is a record the caller obtained through a visibility check (``get``,
+        ``wait_for_result``). Recent releases answer from memory: the receipt made with the
+        release is the one the log would give (its checkpoint is the first covering the entry).
+        """
         with self._waiting_lock:
             kept = self._receipts.get(info.job_id)
         if kept is not None:
