@@ -157,13 +157,15 @@ class JobPipeline(ReviewFlow):
         self._reviews = Reviews(db)
         self._audit = AuditLog(db)
         self._today = today
+        self._workers = workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-job")
         self._waiting: dict[str, _Waiters] = {}
         self._receipts: OrderedDict[str, dict[str, Any]] = OrderedDict()
         """Receipts of this process's latest releases, by job id (under ``_waiting_lock``)."""
         self._waiting_lock = threading.Lock()
         self._local: set[str] = set()
-        """Jobs queued or running in this process (others may run in sibling processes)."""
+        """Jobs queued or running in this process (others may run in sibling processes), and
+        jobs being admitted with a worker claimed for them (see ``_claim_worker``)."""
         self._closing = threading.Event()
         self._watcher = threading.Thread(
             target=self._watch_cancellations, name="sandbox-cancel-watch", daemon=True
@@ -212,8 +214,23 @@ class JobPipeline(ReviewFlow):
     def submit(self, principal: Principal, spec: JobSpec, request_id: str = "") -> JobInfo:
         info, run = self._admit_job(principal, spec, request_id)
         if run is not None:
-            self._enqueue(info, run.plan, run.record, run.policy, run.terms)
+            started = info.state == JobState.RUNNING  # a worker was claimed for it
+            self._enqueue(info, run.plan, run.record, run.policy, run.terms, started=started)
         return info
+
+    def _claim_worker(self, job_id: str) -> bool:
+        """Claim an idle worker for a job about to be admitted, so that it can be recorded as
+        RUNNING in its admission transaction (one write fewer); False if every worker is
+        busy (it is then recorded as QUEUED). Undo with ``_unclaim`` unless it is enqueued."""
+        with self._waiting_lock:
+            if len(self._local) >= self._workers or self._closing.is_set():
+                return False
+            self._local.add(job_id)
+            return True
+
+    def _unclaim(self, job_id: str) -> None:
+        with self._waiting_lock:
+            self._local.discard(job_id)
 
     def run_partial(
         self,
@@ -273,22 +290,36 @@ class JobPipeline(ReviewFlow):
         why = () if federated else review_reasons(policy.review, spec)
         base = self._entry_fields(principal, spec, job_id)
         admission = _Admission(principal, spec, job_id, request_id, base, record, policy, terms)
-        with self._db.write() as conn:
-            existing = self._jobs.by_request(principal.name, request_id)
-            if existing is not None:
-                return self._replay(existing, spec), None
-            refusal = self._admit(conn, admission, project)
-            if refusal is None and not self._consume_exception(conn, vetted, admission):
-                refusal = PolicyDenied(
-                    "the exception granted for this job was used meanwhile by another job",
-                    rule_ids=vetted.waived,
-                )
-                self._record_refusal(
-                    conn, principal, spec, job_id, request_id, refusal, base, policy.version_label
-                )
-            if refusal is None:
-                replayed = self._replay_answer(conn, admission) if terms is not None else None
-                info = replayed or self._accept(conn, admission, project, why)
+        claimed = not federated and not why and self._claim_worker(job_id)
+        started = False
+        try:
+            with self._db.write() as conn:
+                existing = self._jobs.by_request(principal.name, request_id)
+                if existing is not None:
+                    return self._replay(existing, spec), None
+                refusal = self._admit(conn, admission, project)
+                if refusal is None and not self._consume_exception(conn, vetted, admission):
+                    refusal = PolicyDenied(
+                        "the exception granted for this job was used meanwhile by another job",
+                        rule_ids=vetted.waived,
+                    )
+                    self._record_refusal(
+                        conn,
+                        principal,
+                        spec,
+                        job_id,
+                        request_id,
+                        refusal,
+                        base,
+                        policy.version_label,
+                    )
+                if refusal is None:
+                    replayed = self._replay_answer(conn, admission) if terms is not None else None
+                    info = replayed or self._accept(conn, admission, project, why, start=claimed)
+                    started = replayed is None and claimed
+        finally:
+            if claimed and not started:
+                self._unclaim(job_id)
         if refusal is not None:
             raise refusal
         if replayed is not None or why:
@@ -466,10 +497,17 @@ class JobPipeline(ReviewFlow):
         return info
 
     def _accept(
-        self, conn: sqlite3.Connection, a: _Admission, project: Project, why: tuple[str, ...] = ()
+        self,
+        conn: sqlite3.Connection,
+        a: _Admission,
+        project: Project,
+        why: tuple[str, ...] = (),
+        *,
+        start: bool = False,
     ) -> JobInfo:
         """Record the job as QUEUED (or, if ``why`` names reasons for human review, as
-        AWAITING_APPROVAL) and reserve its quota (and budget) before any read."""
+        AWAITING_APPROVAL; with ``start``, a worker claimed for it, as RUNNING, about to read)
+        and reserve its quota (and budget) before any read."""
         today = self._today()
         info = self._jobs.insert(
             conn,
@@ -500,6 +538,10 @@ class JobPipeline(ReviewFlow):
                 today,
             )
             reserved |= {"epsilon": str(a.terms.epsilon), "delta": str(a.terms.delta)}
+        if start:
+            running = self._jobs.start(conn, info)
+            assert running is not None  # inserted QUEUED just above
+            info = running
         self._audit.append(
             conn,
             "job.held" if why else "job.accepted",
@@ -579,10 +621,13 @@ class JobPipeline(ReviewFlow):
         record: DatasetRecord,
         policy: Policy,
         terms: NoiseTerms | None,
+        *,
+        started: bool = False,
     ) -> None:
+        """Run a job on a worker; ``started``: it is RUNNING already, on a claimed worker."""
         with self._waiting_lock:
             self._local.add(info.job_id)
-        self._executor.submit(self._execute, info, job_plan, record, policy, terms)
+        self._executor.submit(self._execute, info, job_plan, record, policy, terms, started)
 
     def _is_local(self, job_id: str) -> bool:
         with self._waiting_lock:
@@ -595,13 +640,16 @@ class JobPipeline(ReviewFlow):
         record: DatasetRecord,
         policy: Policy,
         terms: NoiseTerms | None,
+        started: bool,
     ) -> None:
         job_id = info.job_id
         released: ResultTable | None = None
         final: JobInfo | None = None
         try:
-            with self._db.write() as conn:
-                running = self._jobs.start(conn, info)
+            running: JobInfo | None = info
+            if not started:
+                with self._db.write() as conn:
+                    running = self._jobs.start(conn, info)
             if running is None:
                 return  # cancelled while queued
             raw, table = self._compute(job_id, info.spec, job_plan, record, policy, terms)

@@ -1,7 +1,7 @@
 """Signed checkpoints (tree heads) of the audit log, receipts, and the timer that signs them.
 
 A checkpoint is ``{origin, size, root, timestamp, key_id}`` signed with the server's Ed25519
-key (RFC 8032, pycryptodome). The signed message is ``CHECKPOINT_CONTEXT`` followed by the
+key (RFC 8032, ``cryptography``). The signed message is ``CHECKPOINT_CONTEXT`` followed by the
 canonical JSON of those five fields, so a signature binds the size and the root together:
 a root cannot be presented as the head of a tree of another size. ``key_id`` is the SHA-256
 of the raw 32-byte public key; the document also carries the public key itself (base64) so
@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from Crypto.PublicKey import ECC
-from Crypto.Signature import eddsa
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sandbox._errors import CheckpointInvalid, KeyFileInsecure, KeyFileInvalid
 from sandbox.audit._canonical import canonical_json
@@ -66,18 +67,16 @@ def iso(moment: dt.datetime) -> str:
 class SigningKey:
     """The server's Ed25519 checkpoint signing key."""
 
-    def __init__(self, key: ECC.EccKey) -> None:
-        if key.curve != "Ed25519" or not key.has_private():
-            raise KeyFileInvalid("the audit signing key must be an Ed25519 private key")
+    def __init__(self, key: Ed25519PrivateKey) -> None:
         self._key = key
-        # Built once: making the scheme exports the public point, costlier than a signature.
-        self._scheme = eddsa.new(key, "rfc8032")
-        self.public_raw: bytes = key.public_key().export_key(format="raw")
+        self.public_raw: bytes = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
         self.key_id = key_id_of(self.public_raw)
 
     @classmethod
     def generate(cls) -> SigningKey:
-        return cls(ECC.generate(curve="Ed25519"))
+        return cls(Ed25519PrivateKey.generate())
 
     @classmethod
     def load_or_create(cls, path: Path) -> SigningKey:
@@ -87,7 +86,11 @@ class SigningKey:
         except FileNotFoundError:
             pass
         fresh = cls.generate()
-        pem = fresh._key.export_key(format="PEM").encode("ascii")
+        pem = fresh._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
@@ -117,18 +120,24 @@ class SigningKey:
                 )
             data = f.read()
         try:
-            key = ECC.import_key(data)
-        except (ValueError, IndexError, TypeError):
-            raise KeyFileInvalid(f"audit signing key {path} is not an Ed25519 PEM key") from None
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            key = None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise KeyFileInvalid(f"audit signing key {path} is not an Ed25519 PEM private key")
         return cls(key)
 
     def public_pem(self) -> str:
-        pem: str = self._key.public_key().export_key(format="PEM")
-        return pem + ("" if pem.endswith("\n") else "\n")
+        return (
+            self._key.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode("ascii")
+        )
 
     def sign(self, message: bytes) -> bytes:
-        signature: bytes = self._scheme.sign(message)
-        return signature
+        return self._key.sign(message)
 
 
 def load_public_key(data: bytes | str) -> bytes:
@@ -137,13 +146,12 @@ def load_public_key(data: bytes | str) -> bytes:
     text = text.strip()
     if "-----BEGIN" in text:
         try:
-            key = ECC.import_key(text)
-        except (ValueError, IndexError, TypeError):
-            raise CheckpointInvalid("the public key is not an Ed25519 PEM key") from None
-        if key.curve != "Ed25519":
-            raise CheckpointInvalid(f"the public key is {key.curve}, not Ed25519")
-        raw: bytes = key.public_key().export_key(format="raw")
-        return raw
+            key = serialization.load_pem_public_key(text.encode("ascii", "replace"))
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise CheckpointInvalid("the public key is not a PEM public key") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise CheckpointInvalid("the public key is not an Ed25519 key")
+        return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return _raw_key(text, "the public key")
 
 
@@ -159,9 +167,8 @@ def _raw_key(text: str, what: str) -> bytes:
 
 def verify_signature(public_raw: bytes, message: bytes, signature: bytes) -> bool:
     try:
-        key = eddsa.import_public_key(public_raw)
-        eddsa.new(key, "rfc8032").verify(message, signature)
-    except (ValueError, TypeError):
+        Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, message)
+    except (InvalidSignature, ValueError, TypeError):
         return False
     return True
 

@@ -34,13 +34,12 @@ import fcntl
 import hashlib
 import os
 import re
+import secrets
 import stat
 import struct
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-
-from Crypto.Random import get_random_bytes
 
 from sandbox._errors import (
     AlreadyExists,
@@ -176,7 +175,7 @@ def generate_key_file(path: str | os.PathLike[str]) -> KeyRing:
     with _directory_lock(target.parent) as dir_fd:
         if target.exists() or target.is_symlink():
             raise AlreadyExists(f"key file {target} already exists; use rotate_key_file")
-        text = _FILE_HEADER + _encode_key(get_random_bytes(KEY_BYTES))
+        text = _FILE_HEADER + _encode_key(secrets.token_bytes(KEY_BYTES))
         _atomic_write(target, text, dir_fd)
     return KeyRing._from_text(text, source=str(target))
 
@@ -195,7 +194,7 @@ def rotate_key_file(path: str | os.PathLike[str]) -> KeyRing:
         KeyRing._from_text(text, source=str(target))  # refuse to extend a broken file
         if text and not text.endswith("\n"):
             text += "\n"
-        text += _encode_key(get_random_bytes(KEY_BYTES))
+        text += _encode_key(secrets.token_bytes(KEY_BYTES))
         _atomic_write(target, text, dir_fd)
     return KeyRing._from_text(text, source=str(target))
 

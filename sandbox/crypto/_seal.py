@@ -34,14 +34,16 @@ seal. That a result comes from the sandbox rests on the authenticated channel it
 from __future__ import annotations
 
 import hmac
+import secrets
 import struct
 
-from Crypto.Cipher import AES, PKCS1_OAEP
+from Crypto.Cipher import PKCS1_OAEP
 from Crypto.Cipher.PKCS1_OAEP import PKCS1OAEP_Cipher
 from Crypto.Hash import SHA256
 from Crypto.PublicKey.RSA import RsaKey
-from Crypto.Random import get_random_bytes
 from Crypto.Signature.pss import MGF1
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sandbox._errors import InvalidArgument, SealBroken
 from sandbox.crypto._keys import key_fingerprint, load_public_key
@@ -65,7 +67,7 @@ def seal(plaintext: bytes, public_key_pem: bytes, *, job_id: str, spec_digest: s
     public_key = load_public_key(public_key_pem)
     fp = key_fingerprint(public_key)
     ad = _associated_data(fp, job_id, spec_digest)
-    data_key = get_random_bytes(AES_KEY_BYTES)
+    data_key = secrets.token_bytes(AES_KEY_BYTES)
     wrapped = _oaep(public_key).encrypt(data_key)
     header = _HEADER.pack(MAGIC, SEAL_FORMAT_VERSION, fp, len(wrapped)) + wrapped
     return header + encrypt_gcm(data_key, bytes(plaintext), ad)
@@ -108,12 +110,12 @@ def encrypt_gcm(key: bytes, plaintext: bytes, ad: bytes) -> bytes:
     """AES-256-GCM under a fresh random nonce: ``nonce || tag || ciphertext``.
 
     The symmetric half of :func:`seal` and of sealing at rest (internal to the package).
+    OpenSSL's GCM (``cryptography``): it runs on every release, where pycryptodome's
+    per-cipher set-up cost more than the encryption.
     """
-    nonce = get_random_bytes(NONCE_BYTES)
-    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
-    cipher.update(ad)
-    ciphertext, tag = cipher.encrypt_and_digest(plaintext)
-    return nonce + tag + ciphertext
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    sealed = AESGCM(key).encrypt(nonce, plaintext, ad)  # ciphertext || tag
+    return nonce + sealed[-TAG_BYTES:] + sealed[:-TAG_BYTES]
 
 
 def decrypt_gcm(key: bytes, sealed: bytes, ad: bytes) -> bytes:
@@ -122,9 +124,10 @@ def decrypt_gcm(key: bytes, sealed: bytes, ad: bytes) -> bytes:
         raise ValueError("too short")
     nonce = sealed[:NONCE_BYTES]
     tag = sealed[NONCE_BYTES : NONCE_BYTES + TAG_BYTES]
-    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
-    cipher.update(ad)
-    return cipher.decrypt_and_verify(sealed[NONCE_BYTES + TAG_BYTES :], tag)
+    try:
+        return AESGCM(key).decrypt(nonce, sealed[NONCE_BYTES + TAG_BYTES :] + tag, ad)
+    except InvalidTag:
+        raise ValueError("does not authenticate") from None
 
 
 def length_prefixed(*fields: bytes) -> bytes:

@@ -8,6 +8,7 @@ and "still queued" are deterministic rather than timing-dependent.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import signal
@@ -34,6 +35,8 @@ from sandbox import (
     JobSpec,
     JobState,
     Query,
+    QuotaExceeded,
+    QuotaLimits,
     SandboxError,
     Unauthenticated,
 )
@@ -504,6 +507,36 @@ def test_cancel_queued_and_running_jobs(gated) -> None:
     events = [r.entry["event"] for r in world.client("chen").audit_entries()]
     assert events.count("job.cancelled") == 2
     assert world.client("chen").audit_verify().ok
+
+
+def test_a_job_admitted_while_a_worker_is_idle_is_running_from_its_admission(
+    pums_world: World,
+) -> None:
+    """With a worker idle, the admission transaction that reserves the quota also records the
+    job RUNNING (its read about to start): one write fewer per job. With every worker busy the
+    job is QUEUED. A refused submission gives back the worker it claimed."""
+    world = pums_world
+    ana = world.client("ana")
+    world.project("capped", (("pums", "research"),), quota=QuotaLimits(jobs_total=1))
+    capped = dataclasses.replace(COUNT, project="capped")
+    first = ana.submit(COUNT)
+    assert first.info.state == JobState.RUNNING  # as the admission recorded it
+    assert first.result(timeout=30).table.rows
+    assert ana.run(capped).table.rows
+    # More refusals than workers: had each kept its claim, every later job would be QUEUED.
+    for _ in range(world.config.workers + 1):
+        with pytest.raises(QuotaExceeded):
+            ana.submit(capped)
+    again = ana.submit(COUNT)
+    assert again.info.state == JobState.RUNNING
+    again.result(timeout=30)
+    with workers_held(world):
+        waiting = ana.submit(COUNT)
+        assert waiting.info.state == JobState.QUEUED
+    waiting.result(timeout=30)
+    usage = ana.quota("census-study")
+    assert (usage.jobs_total, usage.rows_total) == (3, 3000)
+    assert open_jobs(world) == 0 and world.client("chen").audit_verify().ok
 
 
 def test_cancel_of_a_finished_job_changes_nothing(pums_world: World) -> None:

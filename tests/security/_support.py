@@ -104,8 +104,9 @@ def canonical(value: Any) -> str:
 def workers_held(world: World) -> Iterator[None]:
     """Keep every job worker thread busy so that submitted jobs stay QUEUED.
 
-    This only occupies the pipeline's worker pool with a task that waits; nothing on the job
-    path is replaced. Jobs submitted meanwhile run (or are skipped if cancelled) on exit.
+    This only occupies the pipeline's worker pool with a task that waits, and counts those
+    workers busy; nothing on the job path is replaced. Jobs submitted meanwhile run (or are
+    skipped if cancelled) on exit.
     """
     pipeline = world.server.app.jobs
     n = world.config.workers
@@ -116,6 +117,10 @@ def workers_held(world: World) -> Iterator[None]:
         started.wait(timeout=10)
         release.wait(timeout=30)
 
+    # Counted as busy workers too, so that no admission claims a worker for its job.
+    held = {f"held-worker-{i}" for i in range(n)}
+    with pipeline._waiting_lock:
+        pipeline._local.update(held)
     futures = [pipeline._executor.submit(hold) for _ in range(n)]
     started.wait(timeout=10)
     try:
@@ -124,3 +129,5 @@ def workers_held(world: World) -> Iterator[None]:
         release.set()
         for f in futures:
             f.result(timeout=30)
+        with pipeline._waiting_lock:
+            pipeline._local.difference_update(held)

@@ -17,8 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from Crypto.PublicKey import ECC
+from Crypto.Signature import eddsa
 
-from sandbox._errors import KeyFileInsecure, KeyFileInvalid, NotFound
+from sandbox._errors import CheckpointInvalid, KeyFileInsecure, KeyFileInvalid, NotFound
 from sandbox.audit import (
     AuditLog,
     Checkpoint,
@@ -33,6 +35,7 @@ from sandbox.audit import (
     verify_consistency,
     verify_inclusion,
 )
+from sandbox.audit._checkpoint import verify_signature
 from sandbox.state import Database
 
 
@@ -70,6 +73,30 @@ def test_signing_key_file_must_be_private_and_valid(tmp_path: Path) -> None:
     key_file.chmod(0o600)
     with pytest.raises(KeyFileInvalid):
         new_log(tmp_path).checkpoint()
+
+
+def test_a_key_file_another_ed25519_library_wrote_signs_the_same(tmp_path: Path) -> None:
+    """Key files written by earlier versions (pycryptodome's PKCS#8) load, sign exactly what
+    that library signs (Ed25519 is deterministic), and each library verifies the other."""
+    key = ECC.generate(curve="Ed25519")
+    path = tmp_path / "audit_signing.key"
+    path.write_text(key.export_key(format="PEM"))
+    path.chmod(0o600)
+    loaded = SigningKey.load_or_create(path)
+    message = b"sandbox-audit-checkpoint/v1\n{}"
+    theirs = eddsa.new(key, "rfc8032").sign(message)
+    assert loaded.sign(message) == theirs
+    assert loaded.public_raw == key.public_key().export_key(format="raw")
+    assert load_public_key(loaded.public_pem()) == loaded.public_raw
+    assert load_public_key(key.public_key().export_key(format="PEM")) == loaded.public_raw
+    eddsa.new(ECC.import_key(loaded.public_pem()), "rfc8032").verify(message, theirs)
+    assert verify_signature(loaded.public_raw, message, theirs)
+    assert not verify_signature(loaded.public_raw, message + b" ", theirs)
+    with pytest.raises(CheckpointInvalid):  # another curve's public key is refused
+        load_public_key(ECC.generate(curve="P-256").public_key().export_key(format="PEM"))
+    path.write_text(ECC.generate(curve="P-256").export_key(format="PEM"))
+    with pytest.raises(KeyFileInvalid):  # a private key of another curve too
+        SigningKey.load_or_create(path)
 
 
 def test_concurrent_first_use_creates_one_key(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """Researcher keys and sealed results: round trips, the documented layout, key validation.
 
-The layout test opens a seal with the ``cryptography`` package, from the module docstring's
-layout alone, so the documented format and the standard primitives are what is implemented.
+The layout test opens a seal from the module docstring's layout alone, with the library the
+sealing code does not use for each step (``cryptography`` unwraps the RSA-OAEP key that
+pycryptodome wrapped; pycryptodome opens the AES-GCM that ``cryptography`` sealed), so the
+documented format and the standard primitives are what is implemented.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import struct
 from pathlib import Path
 
 import pytest
+from Crypto.Cipher import AES
 from Crypto.PublicKey import ECC, RSA
 from Crypto.PublicKey.RSA import RsaKey
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sandbox import SandboxError
 from sandbox.crypto import (
@@ -82,7 +84,9 @@ def test_blob_layout_matches_the_docstring(key: RsaKey, public_pem: bytes) -> No
     ad = b"SBXS\x01" + b"".join(
         len(f).to_bytes(4, "big") + f for f in (fp, JOB.encode(), SPEC.encode())
     )
-    assert AESGCM(data_key).decrypt(nonce, ciphertext + tag, ad) == plaintext
+    cipher = AES.new(data_key, AES.MODE_GCM, nonce=nonce)
+    cipher.update(ad)
+    assert cipher.decrypt_and_verify(ciphertext, tag) == plaintext
 
 
 def test_length_prefixed_fields_are_unambiguous() -> None:
