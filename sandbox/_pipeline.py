@@ -53,7 +53,7 @@ from sandbox._model import (
     quantile_problem,
 )
 from sandbox._review_flow import ReviewFlow
-from sandbox.audit import AuditLog
+from sandbox.audit import AuditLog, Receipt
 from sandbox.disclosure import (
     NeedsExactContributions,
     NoiseTerms,
@@ -291,40 +291,43 @@ class JobPipeline(ReviewFlow):
         base = self._entry_fields(principal, spec, job_id)
         admission = _Admission(principal, spec, job_id, request_id, base, record, policy, terms)
         claimed = not federated and not why and self._claim_worker(job_id)
-        started = False
+
+        def admit(conn: sqlite3.Connection) -> JobInfo | SandboxError:
+            """The job as recorded, the earlier job of its request id, or its recorded refusal."""
+            existing = self._jobs.by_request(principal.name, request_id, conn)
+            if existing is not None:
+                return existing
+            refusal = self._admit(conn, admission, project)
+            if refusal is None and not self._consume_exception(conn, vetted, admission):
+                refusal = PolicyDenied(
+                    "the exception granted for this job was used meanwhile by another job",
+                    rule_ids=vetted.waived,
+                )
+                self._record_refusal(
+                    conn, principal, spec, job_id, request_id, refusal, base, policy.version_label
+                )
+            if refusal is not None:
+                return refusal
+            replayed = self._replay_answer(conn, admission) if terms is not None else None
+            return replayed or self._accept(conn, admission, project, why, start=claimed)
+
+        outcome: JobInfo | SandboxError | None = None
         try:
-            with self._db.write() as conn:
-                existing = self._jobs.by_request(principal.name, request_id)
-                if existing is not None:
-                    return self._replay(existing, spec), None
-                refusal = self._admit(conn, admission, project)
-                if refusal is None and not self._consume_exception(conn, vetted, admission):
-                    refusal = PolicyDenied(
-                        "the exception granted for this job was used meanwhile by another job",
-                        rule_ids=vetted.waived,
-                    )
-                    self._record_refusal(
-                        conn,
-                        principal,
-                        spec,
-                        job_id,
-                        request_id,
-                        refusal,
-                        base,
-                        policy.version_label,
-                    )
-                if refusal is None:
-                    replayed = self._replay_answer(conn, admission) if terms is not None else None
-                    info = replayed or self._accept(conn, admission, project, why, start=claimed)
-                    started = replayed is None and claimed
+            outcome = self._db.write_together(admit)
         finally:
-            if claimed and not started:
+            if claimed and not (
+                isinstance(outcome, JobInfo)
+                and outcome.job_id == job_id
+                and outcome.state == JobState.RUNNING
+            ):
                 self._unclaim(job_id)
-        if refusal is not None:
-            raise refusal
-        if replayed is not None or why:
-            return replayed or info, None
-        return info, _Run(vetted.plan, record, policy, terms)
+        if isinstance(outcome, SandboxError):
+            raise outcome  # recorded and committed: a refusal is logged before it is seen
+        if outcome.job_id != job_id:
+            return self._replay(outcome, spec), None
+        if why or outcome.state == JobState.SUCCEEDED:  # held for review, or a replayed answer
+            return outcome, None
+        return outcome, _Run(vetted.plan, record, policy, terms)
 
     def vet(self, principal: Principal, spec: JobSpec) -> Vetted:
         """Every check a job passes before it is accepted; reads no data, writes nothing."""
@@ -515,7 +518,11 @@ class JobPipeline(ReviewFlow):
             request_id=a.request_id,
             principal=a.principal.name,
             spec=a.spec,
-            state=JobState.AWAITING_APPROVAL if why else JobState.QUEUED,
+            state=JobState.AWAITING_APPROVAL
+            if why
+            else JobState.RUNNING
+            if start
+            else JobState.QUEUED,
             policy_version=a.policy.version_label,
             data_version=a.record.file_fingerprint,
             message=f"awaiting approval: {'; '.join(why)}" if why else "",
@@ -538,10 +545,6 @@ class JobPipeline(ReviewFlow):
                 today,
             )
             reserved |= {"epsilon": str(a.terms.epsilon), "delta": str(a.terms.delta)}
-        if start:
-            running = self._jobs.start(conn, info)
-            assert running is not None  # inserted QUEUED just above
-            info = running
         self._audit.append(
             conn,
             "job.held" if why else "job.accepted",
@@ -648,8 +651,7 @@ class JobPipeline(ReviewFlow):
         try:
             running: JobInfo | None = info
             if not started:
-                with self._db.write() as conn:
-                    running = self._jobs.start(conn, info)
+                running = self._db.write_together(lambda conn: self._jobs.start(conn, info))
             if running is None:
                 return  # cancelled while queued
             raw, table = self._compute(job_id, info.spec, job_plan, record, policy, terms)
@@ -756,9 +758,12 @@ class JobPipeline(ReviewFlow):
         """
         rows = record.row_count
         table = replace(table, policy_version=info.policy_version)
-        with self._db.write() as conn:
+        fields = self._entry_fields(info.submitter, info.spec, info.job_id)
+
+        def release(conn: sqlite3.Connection) -> tuple[ResultTable, JobInfo, Receipt]:
+            released = table
             if persons is not None:
-                table, entries = differencing_guard(
+                released, entries = differencing_guard(
                     table,
                     persons,
                     info.spec,
@@ -775,31 +780,35 @@ class JobPipeline(ReviewFlow):
                     data_version=record.file_fingerprint,
                     cells=entries,
                 )
-            blob = table.canonical_json().encode()
-            digest = table.digest()
-            statuses = [c.status for r in table.rows for c in r.cells]
+            digest = released.digest()
+            statuses = [c.status for r in released.rows for c in r.cells]
             self._ledger.commit(conn, info.job_id, rows)
             charged: dict[str, int | str] = {"jobs": 1, "rows": rows}
             if persons is None:
                 charged |= self._charge_budget(conn, info.job_id, True)
-            final = self._jobs.finish(
-                conn,
-                info,
-                JobState.SUCCEEDED,
-                rows_scanned=rows,
-                result=blob,
-                result_digest=digest,
-            )
             receipt = self._audit.append_with_receipt(
                 conn,
                 "job.released",
-                **self._entry_fields(info.submitter, info.spec, info.job_id),
+                **fields,
                 policy_version=info.policy_version,
                 charged=charged,
                 result_digest=digest,
                 cells={s.value: statuses.count(s) for s in CellStatus},
             )
-            self._jobs.set_release_seq(conn, info.job_id, receipt.seq)
+            final = self._jobs.finish(
+                conn,
+                info,
+                JobState.SUCCEEDED,
+                rows_scanned=rows,
+                result=released.canonical_json().encode(),
+                result_digest=digest,
+                release_seq=receipt.seq,
+            )
+            return released, final, receipt
+
+        # The register's view may hold rows of bodies sharing the transaction: forget it if
+        # their COMMIT fails.
+        table, final, receipt = self._db.write_together(release, self._releases.forget)
         with self._waiting_lock:
             self._receipts[info.job_id] = receipt.to_dict()
             if len(self._receipts) > _RECEIPTS_KEPT:

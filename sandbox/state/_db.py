@@ -1,4 +1,10 @@
-"""SQLite state store: WAL, one connection per thread, ``BEGIN IMMEDIATE`` for writers."""
+"""SQLite state store: WAL, one connection per thread, ``BEGIN IMMEDIATE`` for writers.
+
+Writers take the store's write lock one transaction at a time (``write``), or hand their
+transaction's body to ``write_together``, which runs the bodies that are waiting meanwhile in
+one transaction (group commit): each body in its own savepoint, so a body that fails leaves
+the others' writes, and every caller returns only once the shared COMMIT is done.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,16 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_GROUP_MAX = 32
+"""At most this many bodies share one transaction."""
 
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -218,6 +231,19 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 
 
+@dataclass
+class _Body:
+    """One caller's transaction body, waiting for a group commit."""
+
+    run: Callable[[sqlite3.Connection], Any]
+    on_rollback: Callable[[], None] | None
+    done: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
+    """Set (with ``done``) to make the waiting caller lead the next group."""
+    result: Any = None
+    error: BaseException | None = None
+
+
 class Database:
     """The state store. Thread-safe: each thread gets its own connection."""
 
@@ -235,6 +261,9 @@ class Database:
             path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600
         )
         weakref.finalize(self, os.close, self._lock_file)
+        self._waiting: list[_Body] = []
+        self._leading = False
+        self._group_lock = threading.Lock()
         self._migrate()
 
     def _connect(self) -> sqlite3.Connection:
@@ -269,6 +298,101 @@ class Database:
                 conn.execute("COMMIT")
             finally:
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+
+    def write_together(
+        self,
+        body: Callable[[sqlite3.Connection], T],
+        on_rollback: Callable[[], None] | None = None,
+    ) -> T:
+        """Run ``body`` in a write transaction, possibly shared with other threads' bodies.
+
+        Like ``with write() as conn: return body(conn)``: atomic, and returned (or raised)
+        only once committed (or rolled back). Bodies that arrive while a transaction is
+        running wait and then run together in the next one, one savepoint each, in arrival
+        order; each sees the writes of those before it. A body runs on whichever waiting
+        thread leads the group: it must use only the connection it is given and must not
+        start another transaction. ``on_rollback`` is called if the body's writes are rolled
+        back after it returned (the shared COMMIT failed), for in-memory state that followed
+        them.
+        """
+        mine = _Body(body, on_rollback)
+        with self._group_lock:
+            self._waiting.append(mine)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            mine.done.wait()
+            lead = mine.lead
+        if lead:
+            self._lead_groups()
+        if mine.error is not None:
+            raise mine.error
+        result: T = mine.result
+        return result
+
+    def _lead_groups(self) -> None:
+        """Run one group of waiting bodies (the leader's first), then hand the lead on."""
+        group: list[_Body] = []
+        try:
+            conn = self.conn
+            with self._write_lock:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+                try:
+                    self._run_group(conn, group)
+                finally:
+                    fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        except BaseException as exc:  # nothing of the group was committed
+            if not group:  # failed before any body ran: fail the leader's own
+                with self._group_lock:
+                    group.append(self._waiting.pop(0))
+            for body in group:
+                if body.error is None:
+                    body.error, body.result = exc, None
+                    if body.on_rollback is not None:
+                        with suppress(Exception):
+                            body.on_rollback()
+        with self._group_lock:
+            following = self._waiting[0] if self._waiting else None
+            if following is None:
+                self._leading = False
+        for body in group:
+            body.done.set()
+        if following is not None:
+            following.lead = True
+            following.done.set()
+
+    def _run_group(self, conn: sqlite3.Connection, group: list[_Body]) -> None:
+        """One transaction over the bodies waiting now (added to ``group`` as they run)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            while len(group) < _GROUP_MAX:
+                with self._group_lock:
+                    take = self._waiting[: _GROUP_MAX - len(group)]
+                    del self._waiting[: len(take)]
+                if not take:
+                    break
+                group.extend(take)  # before any runs: each caller is told what happened
+                if len(group) == 1:  # alone so far: no savepoint, a failure ends the group
+                    try:
+                        take[0].result = take[0].run(conn)
+                    except BaseException as exc:
+                        take[0].error = exc
+                        conn.execute("ROLLBACK")
+                        return
+                    continue
+                for body in take:
+                    conn.execute("SAVEPOINT body")
+                    try:
+                        body.result = body.run(conn)
+                    except BaseException as exc:
+                        body.error = exc
+                        conn.execute("ROLLBACK TO body")
+                    conn.execute("RELEASE body")
+            conn.execute("COMMIT")
+        except BaseException:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
 
     def _migrate(self) -> None:
         with self.write() as conn:

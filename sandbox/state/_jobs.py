@@ -56,13 +56,16 @@ class Jobs:
         result: bytes | None = None,
         result_digest: str = "",
     ) -> JobInfo:
-        """Insert a job; returns the record as ``get`` would now read it back."""
+        """Insert a job; returns the record as ``get`` would now read it back.
+
+        A job inserted RUNNING is marked as reading data from now (see ``start``)."""
         now = _now()
+        running = state == JobState.RUNNING
         conn.execute(
             "INSERT INTO jobs (job_id, request_id, principal, project, dataset, spec, spec_digest,"
             " state, reason, message, rule_ids, created_at, finished_at, policy_version,"
-            " data_version, result, result_digest)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " data_version, result, result_digest, started_at, data_read)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job_id,
                 request_id,
@@ -81,6 +84,8 @@ class Jobs:
                 data_version,
                 self._seal(job_id, result),
                 result_digest,
+                now if running else None,
+                int(running),
             ),
         )
         created = _ts(now)
@@ -92,6 +97,7 @@ class Jobs:
             spec=spec,
             state=state,
             created_at=created,
+            started_at=created if running else None,
             finished_at=created if state.terminal else None,
             reason=reason,
             message=message,
@@ -113,11 +119,17 @@ class Jobs:
             return None
         return str(row[0]), self._open(str(row[0]), bytes(row[1])), str(row[2])
 
-    def by_request(self, principal: str, request_id: str) -> JobInfo | None:
-        row = self._db.conn.execute(
-            f"SELECT {_INFO} FROM jobs WHERE principal = ? AND request_id = ?",  # noqa: S608
-            (principal, request_id),
-        ).fetchone()
+    def by_request(
+        self, principal: str, request_id: str, conn: sqlite3.Connection | None = None
+    ) -> JobInfo | None:
+        row = (
+            (conn or self._db.conn)
+            .execute(
+                f"SELECT {_INFO} FROM jobs WHERE principal = ? AND request_id = ?",  # noqa: S608
+                (principal, request_id),
+            )
+            .fetchone()
+        )
         return _info(row) if row else None
 
     def get(self, job_id: str, conn: sqlite3.Connection | None = None) -> JobInfo | None:
@@ -226,12 +238,16 @@ class Jobs:
         rows_scanned: int = 0,
         result: bytes | None = None,
         result_digest: str = "",
+        release_seq: int | None = None,
     ) -> JobInfo:
-        """End the job ``info`` describes; returns the record as ``get`` would now read it."""
+        """End the job ``info`` describes; returns the record as ``get`` would now read it.
+
+        ``release_seq``: the audit entry recording its release (see ``set_release_seq``)."""
         now = _now()
         conn.execute(
             "UPDATE jobs SET state = ?, finished_at = ?, reason = ?, message = ?, rule_ids = ?,"
-            " rows_scanned = ?, result = ?, result_digest = ? WHERE job_id = ?",
+            " rows_scanned = ?, result = ?, result_digest = ?,"
+            " release_seq = COALESCE(?, release_seq) WHERE job_id = ?",
             (
                 str(state),
                 now,
@@ -241,6 +257,7 @@ class Jobs:
                 rows_scanned,
                 self._seal(info.job_id, result),
                 result_digest,
+                release_seq,
                 info.job_id,
             ),
         )

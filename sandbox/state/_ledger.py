@@ -76,6 +76,13 @@ class Ledger:
 
     def commit(self, conn: sqlite3.Connection, job_id: str, rows: int) -> None:
         """Turn the reservation into a charge of ``rows`` actually scanned."""
+        charged_as_reserved = conn.execute(
+            "UPDATE ledger SET state = 'committed' WHERE job_id = ? AND state = 'reserved'"
+            " AND rows = ?",
+            (job_id, rows),
+        )
+        if charged_as_reserved.rowcount == 1:  # the usual case: the counters hold already
+            return
         held = self._reserved(conn, job_id)
         if held is None:
             return

@@ -53,6 +53,13 @@ class ReleaseRegister(Generic[V]):
                 self._last_id[dataset] = int(row_id)
             return view
 
+    def forget(self) -> None:
+        """Drop every view (rebuilt from the store on next use): after a rollback of rows
+        they may already hold."""
+        with self._lock:
+            self._views.clear()
+            self._last_id.clear()
+
     def record(
         self,
         conn: sqlite3.Connection,
