@@ -286,8 +286,10 @@ class Database:
     def write(self) -> Iterator[sqlite3.Connection]:
         """One atomic write transaction, serialised against every other writer."""
         conn = self.conn
+        self._refuse_nesting()
         with self._write_lock:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+            self._local.writing = True
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -297,7 +299,13 @@ class Database:
                     raise
                 conn.execute("COMMIT")
             finally:
+                self._local.writing = False
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+
+    def _refuse_nesting(self) -> None:
+        """A write inside a write would wait for itself forever: refuse it at once."""
+        if getattr(self._local, "writing", False):
+            raise RuntimeError("a write transaction is already open in this thread")
 
     def write_together(
         self,
@@ -315,6 +323,7 @@ class Database:
         back after it returned (the shared COMMIT failed), for in-memory state that followed
         them.
         """
+        self._refuse_nesting()
         mine = _Body(body, on_rollback)
         with self._group_lock:
             self._waiting.append(mine)
@@ -337,9 +346,11 @@ class Database:
             conn = self.conn
             with self._write_lock:
                 fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+                self._local.writing = True
                 try:
                     self._run_group(conn, group)
                 finally:
+                    self._local.writing = False
                     fcntl.flock(self._lock_file, fcntl.LOCK_UN)
         except BaseException as exc:  # nothing of the group was committed
             if not group:  # failed before any body ran: fail the leader's own

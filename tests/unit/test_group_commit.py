@@ -181,3 +181,19 @@ def test_grouped_and_exclusive_writers_never_overlap(tmp_path: Path) -> None:
     for t in threads:
         t.join(60)
     assert committed(db) == {"n": 450}
+
+
+def test_a_write_inside_a_write_is_refused_not_deadlocked(tmp_path: Path) -> None:
+    db = store(tmp_path)
+
+    def nested(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (k, v) VALUES ('outer', 1)")
+        db.write_together(insert("inner", 2))
+
+    with pytest.raises(RuntimeError, match="already open"):
+        db.write_together(nested)
+    for inner in (db.write().__enter__, lambda: db.write_together(insert("inner", 2))):
+        with pytest.raises(RuntimeError, match="already open"), db.write():
+            inner()
+    assert db.write_together(insert("after", 3)) == 3
+    assert committed(db) == {"after": 3}
