@@ -759,6 +759,9 @@ class JobPipeline(ReviewFlow):
         rows = record.row_count
         table = replace(table, policy_version=info.policy_version)
         fields = self._entry_fields(info.submitter, info.spec, info.job_id)
+        # Outside the write lock: the digest and the sealed copy of the table as it stands
+        # (used unless the differencing guard then suppresses more of it).
+        as_is = table.digest(), self._jobs.seal_result(info.job_id, table.canonical_json().encode())
 
         def release(conn: sqlite3.Connection) -> tuple[ResultTable, JobInfo, Receipt]:
             released = table
@@ -780,7 +783,10 @@ class JobPipeline(ReviewFlow):
                     data_version=record.file_fingerprint,
                     cells=entries,
                 )
-            digest = released.digest()
+            digest, sealed = as_is
+            if released is not table:
+                digest = released.digest()
+                sealed = self._jobs.seal_result(info.job_id, released.canonical_json().encode())
             statuses = [c.status for r in released.rows for c in r.cells]
             self._ledger.commit(conn, info.job_id, rows)
             charged: dict[str, int | str] = {"jobs": 1, "rows": rows}
@@ -800,7 +806,7 @@ class JobPipeline(ReviewFlow):
                 info,
                 JobState.SUCCEEDED,
                 rows_scanned=rows,
-                result=released.canonical_json().encode(),
+                sealed_result=sealed,
                 result_digest=digest,
                 release_seq=receipt.seq,
             )

@@ -34,6 +34,13 @@ class Jobs:
             raise RuntimeError("results are stored only sealed: no data-at-rest keys")
         return self._keys.seal(result, result_context(job_id))
 
+    def seal_result(self, job_id: str, result: bytes) -> bytes:
+        """A job's result sealed at rest, as ``finish(sealed_result=...)`` stores it (so that
+        the sealing can be done before the write transaction)."""
+        sealed = self._seal(job_id, result)
+        assert sealed is not None
+        return sealed
+
     def _open(self, job_id: str, blob: bytes) -> bytes:
         if self._keys is None:
             raise RuntimeError("results are stored only sealed: no data-at-rest keys")
@@ -239,10 +246,14 @@ class Jobs:
         result: bytes | None = None,
         result_digest: str = "",
         release_seq: int | None = None,
+        sealed_result: bytes | None = None,
     ) -> JobInfo:
         """End the job ``info`` describes; returns the record as ``get`` would now read it.
 
-        ``release_seq``: the audit entry recording its release (see ``set_release_seq``)."""
+        ``release_seq``: the audit entry recording its release (see ``set_release_seq``).
+        ``sealed_result``: the result as ``seal_result`` sealed it (instead of ``result``)."""
+        if sealed_result is not None and result is not None:
+            raise ValueError("give the result, or the result as sealed, not both")
         now = _now()
         conn.execute(
             "UPDATE jobs SET state = ?, finished_at = ?, reason = ?, message = ?, rule_ids = ?,"
@@ -255,7 +266,7 @@ class Jobs:
                 message,
                 json.dumps(list(rule_ids)),
                 rows_scanned,
-                self._seal(info.job_id, result),
+                sealed_result if sealed_result is not None else self._seal(info.job_id, result),
                 result_digest,
                 release_seq,
                 info.job_id,

@@ -136,3 +136,22 @@ def test_concurrent_nested_queries_never_both_release(pums_world: World) -> None
         t.join()
     released = {kind for kind, r in results if _single(r)[1] == CellStatus.RELEASED}
     assert len(results) == 16 and len(released) == 1
+
+
+def test_the_stored_result_is_the_table_after_the_guard(pums_world: World) -> None:
+    """The copy kept (fetched again later, digested in the log) is the table with the guard's
+    suppressions, not the one it was handed: both are sealed for storage, one outside the
+    write lock in advance."""
+    educ = _small_group(pums_frame())
+    _run(pums_world, OLD.count())
+    minus = _run(pums_world, OLD.where("educ", "!=", educ).count())
+    assert _single(minus) == (None, CellStatus.SUPPRESSED, RULE)
+    again = pums_world.client("ana").job(minus.job_id).result(timeout=5)
+    assert _single(again) == (None, CellStatus.SUPPRESSED, RULE)
+    assert again.table == minus.table and again.digest == minus.digest
+    (released,) = [
+        r.entry
+        for r in pums_world.client("chen").audit_entries()
+        if r.entry["event"] == "job.released" and r.entry["job_id"] == minus.job_id
+    ]
+    assert released["result_digest"] == minus.digest
