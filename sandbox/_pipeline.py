@@ -512,17 +512,14 @@ class JobPipeline(ReviewFlow):
         AWAITING_APPROVAL; with ``start``, a worker claimed for it, as RUNNING, about to read)
         and reserve its quota (and budget) before any read."""
         today = self._today()
+        state = JobState.RUNNING if start else JobState.QUEUED
         info = self._jobs.insert(
             conn,
             job_id=a.job_id,
             request_id=a.request_id,
             principal=a.principal.name,
             spec=a.spec,
-            state=JobState.AWAITING_APPROVAL
-            if why
-            else JobState.RUNNING
-            if start
-            else JobState.QUEUED,
+            state=JobState.AWAITING_APPROVAL if why else state,
             policy_version=a.policy.version_label,
             data_version=a.record.file_fingerprint,
             message=f"awaiting approval: {'; '.join(why)}" if why else "",

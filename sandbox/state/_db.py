@@ -287,17 +287,23 @@ class Database:
         """One atomic write transaction, serialised against every other writer."""
         conn = self.conn
         self._refuse_nesting()
+        with self._exclusive():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the store's write lock: this process's thread lock, then the file lock."""
         with self._write_lock:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX)
             self._local.writing = True
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
+                yield
             finally:
                 self._local.writing = False
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
@@ -344,14 +350,8 @@ class Database:
         group: list[_Body] = []
         try:
             conn = self.conn
-            with self._write_lock:
-                fcntl.flock(self._lock_file, fcntl.LOCK_EX)
-                self._local.writing = True
-                try:
-                    self._run_group(conn, group)
-                finally:
-                    self._local.writing = False
-                    fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            with self._exclusive():
+                self._run_group(conn, group)
         except BaseException as exc:  # nothing of the group was committed
             if not group:  # failed before any body ran: fail the leader's own
                 with self._group_lock:

@@ -243,17 +243,14 @@ class Jobs:
         message: str = "",
         rule_ids: tuple[str, ...] = (),
         rows_scanned: int = 0,
-        result: bytes | None = None,
+        sealed_result: bytes | None = None,
         result_digest: str = "",
         release_seq: int | None = None,
-        sealed_result: bytes | None = None,
     ) -> JobInfo:
         """End the job ``info`` describes; returns the record as ``get`` would now read it.
 
-        ``release_seq``: the audit entry recording its release (see ``set_release_seq``).
-        ``sealed_result``: the result as ``seal_result`` sealed it (instead of ``result``)."""
-        if sealed_result is not None and result is not None:
-            raise ValueError("give the result, or the result as sealed, not both")
+        ``sealed_result``: its released result, as ``seal_result`` sealed it (outside the write
+        transaction); ``release_seq``: the audit entry recording its release."""
         now = _now()
         conn.execute(
             "UPDATE jobs SET state = ?, finished_at = ?, reason = ?, message = ?, rule_ids = ?,"
@@ -266,7 +263,7 @@ class Jobs:
                 message,
                 json.dumps(list(rule_ids)),
                 rows_scanned,
-                sealed_result if sealed_result is not None else self._seal(info.job_id, result),
+                sealed_result,
                 result_digest,
                 release_seq,
                 info.job_id,
