@@ -60,7 +60,7 @@ def prepare(work: Path, sizes: list[int], small: int) -> None:
 
 
 def start_server(
-    work: Path, processes: int = 1
+    work: Path, processes: int = 1, workers: int = 2
 ) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
     state = work / "state"
     shutil.rmtree(state, ignore_errors=True)
@@ -72,7 +72,8 @@ def start_server(
     config = work / "sandbox.toml"
     config.write_text(
         f'[server]\nlisten = "127.0.0.1:{port}"\nstate_dir = "state"\ndata_root = "data"\n'
-        f'policy_dir = "policies"\nworkers = 2\nrpc_threads = 32\nmax_concurrent_rpcs = 128\n'
+        f'policy_dir = "policies"\nworkers = {workers}\nrpc_threads = 32\n'
+        "max_concurrent_rpcs = 128\n"
         f"engine_threads = {THREADS}\nprocesses = {processes}\nallow_plaintext_tokens = true\n"
     )
     db = Database(state / "state.sqlite3")
@@ -248,19 +249,26 @@ def main() -> None:
         "--processes", type=int, default=4, help="server processes (config 'processes')"
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=4,
+        help="job workers per server process (config 'workers'): with 2, both often wait for "
+        "the state store's write lock while jobs queue behind them",
+    )
+    parser.add_argument(
         "--rate", type=float, default=300.0, help="open-loop run at this many jobs/s (0: skip)"
     )
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out")
     args = parser.parse_args()
     work = args.workdir.resolve()
     prepare(work, args.sizes, args.small_size)
-    proc, target, tokens = start_server(work, args.processes)
+    proc, target, tokens = start_server(work, args.processes, args.workers)
     try:
         datasets = [dataset_id(size) for size in sorted({*args.sizes, args.small_size})]
         create_bench_project(target, tokens["steward"], datasets, "public-health-research")
         print(
-            f"\n{os.cpu_count()} cores; {args.processes} server processes; "
-            f"engine threads {THREADS}; median of {args.runs} runs"
+            f"\n{os.cpu_count()} cores; {args.processes} server processes of {args.workers} "
+            f"job workers; engine threads {THREADS}; median of {args.runs} runs"
         )
         print("group-by aggregate (district: count, mean income), end to end vs raw DuckDB")
         print(f"{'residents':>12} {'sandbox ms':>11} {'duckdb ms':>10} {'ratio':>6}")

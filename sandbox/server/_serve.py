@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import multiprocessing.process
 import os
 import signal
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -103,6 +105,21 @@ def start_server(
     return RunningServer(server, app, port, health_servicer)
 
 
+def exempt_startup_heap() -> None:
+    """Exempt every object alive now (modules, policies, catalogue, caches) from the cyclic
+    garbage collector, in a process that will only serve from here on.
+
+    A full collection walks every tracked object. Over the ~115,000 a server holds after start
+    up it took 40-170 ms per process here (0.3 ms once they are frozen): a pause for every job
+    in flight in that process, and for every process while it holds the store's write lock.
+    It recurs once the objects kept since the last one reach a quarter of those it walked: with
+    under one kept per job, every few tens of thousands of jobs. Objects made later are
+    collected as usual; frozen ones are still freed by reference counting.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def serve_forever(config: ServerConfig, on_ready: threading.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully within the grace period.
 
@@ -121,14 +138,13 @@ def serve_forever(config: ServerConfig, on_ready: threading.Event | None = None)
         if config.processes > 1:
             _supervise(config, stop, on_ready)
             return
-        running = start_server(config)
-        log.info("serving on port %d", running.port)
-        if on_ready is not None:
-            on_ready.set()
-        try:
-            stop.wait()
-        finally:
-            running.stop()
+
+        def ready(running: RunningServer) -> None:
+            log.info("serving on port %d", running.port)
+            if on_ready is not None:
+                on_ready.set()
+
+        _serve_until(stop, config, ready, recover=True, reuse_port=False)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -188,11 +204,28 @@ def _serve_child(config: ServerConfig, recover: bool, ready: Connection, supervi
                 stop.set()
 
     threading.Thread(target=orphaned, name="sandbox-parent-watch", daemon=True).start()
-    running = start_server(config, recover=recover, reuse_port=True)
-    with contextlib.suppress(OSError):  # the supervisor may be gone already
-        ready.send_bytes(b"ready")
-    ready.close()
+
+    def tell_ready(running: RunningServer) -> None:
+        with contextlib.suppress(OSError):  # the supervisor may be gone already
+            ready.send_bytes(b"ready")
+        ready.close()
+
+    _serve_until(stop, config, tell_ready, recover=recover, reuse_port=True)
+
+
+def _serve_until(
+    stop: threading.Event,
+    config: ServerConfig,
+    ready: Callable[[RunningServer], None],
+    *,
+    recover: bool,
+    reuse_port: bool,
+) -> None:
+    """One serving process: start, report ``ready``, serve until ``stop``, stop gracefully."""
+    running = start_server(config, recover=recover, reuse_port=reuse_port)
+    exempt_startup_heap()
     try:
+        ready(running)
         stop.wait()
     finally:
         running.stop()

@@ -411,6 +411,30 @@ def test_serve_is_not_reported_healthy_before_it_can_stop_gracefully(tmp_path: P
     assert "stopped" in log
 
 
+
+# The `sandbox serve` command, then how many objects the process had frozen (printed on exit).
+SERVE_THEN_COUNT_FROZEN = """
+import gc
+from sandbox.cli import main
+try:
+    main()
+finally:
+    print("frozen objects:", gc.get_freeze_count(), flush=True)
+"""
+
+
+def test_a_serving_process_exempts_its_start_up_heap_from_the_garbage_collector(
+    tmp_path: Path,
+) -> None:
+    # Full collections over the start-up heap (modules, policies, catalogue) paused every job
+    # in flight for tens of milliseconds; once serving, those objects are frozen.
+    code, log, _ = run_serve_and_signal(
+        tmp_path, signal.SIGTERM, SERVE_THEN_COUNT_FROZEN, wait_for_log=True
+    )
+    assert code == 0, log
+    frozen = int(log.rsplit("frozen objects:", 1)[1].split()[0])
+    assert frozen > 20_000, log
+
 # ---- long-poll, cancel ------------------------------------------------------------------------
 def test_wait_job_long_poll_returns_promptly_when_the_job_finishes(pums_world: World) -> None:
     world = pums_world
