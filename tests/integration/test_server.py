@@ -411,7 +411,6 @@ def test_serve_is_not_reported_healthy_before_it_can_stop_gracefully(tmp_path: P
     assert "stopped" in log
 
 
-
 # The `sandbox serve` command, then how many objects the process had frozen (printed on exit).
 SERVE_THEN_COUNT_FROZEN = """
 import gc
@@ -434,6 +433,7 @@ def test_a_serving_process_exempts_its_start_up_heap_from_the_garbage_collector(
     assert code == 0, log
     frozen = int(log.rsplit("frozen objects:", 1)[1].split()[0])
     assert frozen > 20_000, log
+
 
 # ---- long-poll, cancel ------------------------------------------------------------------------
 def test_wait_job_long_poll_returns_promptly_when_the_job_finishes(pums_world: World) -> None:
