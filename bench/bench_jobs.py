@@ -249,11 +249,7 @@ def main() -> None:
         "--processes", type=int, default=4, help="server processes (config 'processes')"
     )
     parser.add_argument(
-        "--workers",
-        type=int,
-        default=4,
-        help="job workers per server process (config 'workers'): with 2, both often wait for "
-        "the state store's write lock while jobs queue behind them",
+        "--workers", type=int, default=2, help="job workers per server process (config 'workers')"
     )
     parser.add_argument(
         "--rate", type=float, default=300.0, help="open-loop run at this many jobs/s (0: skip)"
