@@ -68,6 +68,8 @@ REQUESTERS = frozenset({Role.RESEARCHER})
 """Who asks for an exception: only the researcher whose job was refused."""
 MAX_PUBLIC_KEY_PEM_BYTES = 16 * 1024
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+_WAL_CHECKPOINT_S = 0.05
+"""How often a server copies its state store's write-ahead log into the database."""
 
 
 def require(principal: Principal, roles: frozenset[Role], action: str) -> None:
@@ -86,7 +88,7 @@ def coarse(n: int) -> int:
 class Sandbox:
     def __init__(self, config: ServerConfig, *, today: Today = _utc_today) -> None:
         self.config = config
-        self.db = Database(config.db_path)
+        self.db = Database(config.db_path, checkpoint_every_s=_WAL_CHECKPOINT_S)
         self.engine = Engine(
             config.engine_threads,
             config.engine_memory_limit,

@@ -11,8 +11,10 @@ import contextlib
 import dataclasses
 import errno
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -433,6 +435,26 @@ def test_a_serving_process_exempts_its_start_up_heap_from_the_garbage_collector(
     assert code == 0, log
     frozen = int(log.rsplit("frozen objects:", 1)[1].split()[0])
     assert frozen > 20_000, log
+
+
+def test_a_server_copies_its_log_into_the_store_in_the_background(pums_world: World) -> None:
+    # Copying the write-ahead log into the database ends in an fsync; in a commit it would
+    # hold the write lock. A server's store does it from a thread instead, so a job's record
+    # reaches the database file soon, long before the log holds SQLite's 1,000 pages.
+    job_id = pums_world.client("ana").run(COUNT).job_id
+    store = pums_world.root / "state" / "state.sqlite3"
+    copy = pums_world.root / "copy.sqlite3"
+    deadline = time.monotonic() + 10
+    while True:
+        shutil.copy(store, copy)  # the database file alone, without its log
+        with (
+            contextlib.suppress(sqlite3.DatabaseError),
+            contextlib.closing(sqlite3.connect(copy)) as conn,
+        ):  # a copy taken mid-checkpoint can be torn: take another
+            if conn.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone():
+                break
+        assert time.monotonic() < deadline, "the job never reached the database file"
+        time.sleep(0.05)
 
 
 # ---- long-poll, cancel ------------------------------------------------------------------------
