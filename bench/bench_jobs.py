@@ -168,7 +168,7 @@ def bench_ratio(client: Client, work: Path, size: int, runs: int) -> dict[str, f
 def raw_small_query_ms(work: Path, size: int, calls: int = 1000) -> float:
     """Median time of the small job's query in raw DuckDB, one call after another, on an
     in-memory copy of the file (as the server holds files this small): the engine's own
-    floor per job, and a gauge of how fast the machine runs at the moment."""
+    floor per job."""
     raw = duckdb.connect(config={"threads": THREADS})
     path = str(work / "data" / str(size) / "residents.parquet")
     raw.execute("CREATE TABLE t AS SELECT * FROM read_parquet(?)", [path])
