@@ -10,14 +10,15 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from sandbox.state import Database
 
 ROW = b"x" * 40_000  # a dozen 4 KB pages per row, with the table's own
 
 
-def store(tmp_path: Path, **settings: float) -> Database:
-    db = Database(tmp_path / "state.sqlite3", **settings)  # type: ignore[arg-type]
+def store(tmp_path: Path, **settings: Any) -> Database:
+    db = Database(tmp_path / "state.sqlite3", **settings)
     with db.write() as conn:
         conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)")
     return db
