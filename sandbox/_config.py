@@ -33,6 +33,11 @@ class ServerConfig:
     processes: int = 1
     """Server processes sharing the listening port and the state store (Python runs one
     thread at a time per process; more than 1 needs a fixed port)."""
+    max_connection_age_s: float = 5.0
+    """With ``processes`` above 1: a client connection is closed this long after it opened,
+    once its calls in flight end, and the client reconnects, so the kernel spreads
+    connections over the processes anew; one pinned to a busy process does not stay there
+    (0: never)."""
     workers: int = 2
     """Threads running jobs (outside the RPC threads), per process."""
     rpc_threads: int = 16
@@ -140,6 +145,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     config = ServerConfig(**values, tls=tls)
     if config.processes < 1:
         raise ConfigError("config key 'processes' must be at least 1")
+    if config.max_connection_age_s < 0:
+        raise ConfigError("config key 'max_connection_age_s' must be 0 (never) or more")
     if config.processes > 1 and config.listen.rsplit(":", 1)[-1] == "0":
         raise ConfigError("config key 'processes' above 1 needs a fixed port in 'listen'")
     return config

@@ -75,6 +75,8 @@ def start_server(
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.so_reuseport", int(reuse_port)),
     ]
+    if reuse_port and config.max_connection_age_s > 0:
+        options.append(("grpc.max_connection_age_ms", int(config.max_connection_age_s * 1000)))
     server = grpc.server(
         ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="sandbox-rpc"),
         interceptors=[AuthInterceptor(app.principals.authenticate)],

@@ -91,6 +91,43 @@ def test_a_sibling_process_waits_for_and_cancels_a_job_it_does_not_run(
         sibling.stop(grace=1)
 
 
+def client_ports(server_port: int) -> set[int]:
+    """Local ports of the open connections to ``server_port`` (clients' ends; gRPC's sockets
+    may be IPv6 ones holding IPv4-mapped addresses)."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, remote, state = line.split()[1:4]
+            if int(remote.rsplit(":", 1)[1], 16) == server_port and state == "01":  # open
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+@pytest.mark.parametrize("processes", [2, 1])
+def test_clients_of_a_multi_process_server_reconnect_so_the_kernel_spreads_them_anew(
+    pums_world: World, processes: int
+) -> None:
+    # The kernel spreads connections, not calls, over the processes on one port: a client
+    # keeps its connection, and so its process, unless the server closes it after a while.
+    config = dataclasses.replace(pums_world.config, listen="127.0.0.1:0", max_connection_age_s=0.3)
+    # A server process of a multi-process server shares its port; a single one does not.
+    server = start_server(config, recover=False, reuse_port=processes > 1)
+    seen: set[int] = set()
+    try:
+        with Client(f"127.0.0.1:{server.port}", token=pums_world.tokens["ana"]) as ana:
+            deadline = time.monotonic() + 2.5
+            while time.monotonic() < deadline:  # every job is answered across the reconnects
+                job = COUNT.to_spec(project="census-study", purpose="research")
+                assert ana.run(job).to_dataframe()["count"].notna().all()
+                seen |= client_ports(server.port)
+    finally:
+        server.stop(grace=1)
+    if processes > 1:
+        assert len(seen) >= 3  # ~8 connection lifetimes in 2.5 s
+    else:
+        assert len(seen) == 1
+
+
 def test_a_dataset_registered_through_a_sibling_is_served_by_every_process(
     world_factory: Callable[..., World],
 ) -> None:

@@ -121,6 +121,7 @@ def test_missing_required_keys(tmp_path: Path) -> None:
         ("", {"SANDBOX_RPC_THREADS": "sixteen"}, "rpc_threads"),
         ('grace_period_s = "soon"\n', {}, "grace_period_s"),
         ("", {"SANDBOX_MAX_MESSAGE_BYTES": "4MB"}, "max_message_bytes"),
+        ("max_connection_age_s = -1\n", {}, "max_connection_age_s"),
     ],
 )
 def test_bad_numbers(tmp_path: Path, text: str, env: dict[str, str], key: str) -> None:
