@@ -214,10 +214,13 @@ def _magnitude(expr: str, column: str, policy: Policy) -> str:
     Values lie within the declared bounds (clamped, or seen within them at registration), so
     with a lower bound of at least 0 the expression is its own absolute value.
     """
+    return expr if _nonnegative(column, policy) else f"abs({expr})"
+
+
+def _nonnegative(column: str, policy: Policy) -> bool:
+    """Whether the measure's declared lower bound is at least 0."""
     col_policy = policy.column(column)
-    if col_policy is not None and col_policy.bounds is not None and col_policy.bounds[0] >= 0:
-        return expr
-    return f"abs({expr})"
+    return col_policy is not None and col_policy.bounds is not None and col_policy.bounds[0] >= 0
 
 
 _MAGNITUDE = (AggFunc.SUM, AggFunc.MEAN)
@@ -406,6 +409,16 @@ def _row_query(
         elif noised:
             clamped = _clamped(agg.column, policy, record, select_params)
             expr = f"CAST(sum(CAST(round({clamped}) AS BIGINT)) AS BIGINT)"
+        elif (
+            agg.function == AggFunc.MEAN
+            and agg.column in measures
+            and _nonnegative(agg.column, policy)
+        ):
+            # The dominance rules sum this same expression below: DuckDB computes that sum
+            # once for both, where avg() would be a second aggregate over every row. (Clamping
+            # keeps a missing value missing, so the count is of the column's values.)
+            total = _clamped(agg.column, policy, record, select_params)
+            expr = f"sum({total}) / count({quote_ident(agg.column)})"
         else:
             func = _SQL_AGGREGATES[agg.function]
             expr = f"{func}({_clamped(agg.column, policy, record, select_params)})"

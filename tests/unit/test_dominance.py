@@ -275,7 +275,8 @@ disclosure:
 
 
 def _frame(several_rows: bool) -> pd.DataFrame:
-    """Three regions; amounts beyond the bounds, negatives, missing values, repeated persons."""
+    """Three regions; amounts and hours beyond the bounds, negatives, missing values, repeated
+    persons."""
     rows = []
     for pid in range(1, 31):
         region = "ABC"[pid % 3]
@@ -287,7 +288,7 @@ def _frame(several_rows: bool) -> pd.DataFrame:
                 amount = 5000.0  # clamped to 1000 per row
             if pid == 11 and r == 0:
                 amount = None
-            hours = None if pid == 13 else float((pid + r) % 9)
+            hours = None if pid == 13 else 500.0 if pid == 8 else float((pid + r) % 9)
             rows.append((pid, region, age, amount, hours))
     return pd.DataFrame(rows, columns=["pid", "region", "age", "amount", "hours"])
 
