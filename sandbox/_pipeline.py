@@ -68,6 +68,7 @@ from sandbox.disclosure import (
     protect,
     protect_noised,
     record_key_secret,
+    released_cell,
 )
 from sandbox.engine import Engine, Plan, RawTable, file_fingerprint, plan
 from sandbox.policy import (
@@ -749,36 +750,46 @@ class JobPipeline(ReviewFlow):
     ) -> tuple[ResultTable, JobInfo]:
         """Release a protected table; the table as released and the job's final record.
 
-        In rule-based mode (``persons`` given) the differencing guard first checks it against
-        the release register, in the same transaction that records the release. Only noised
+        In rule-based mode (``persons`` given) the differencing guard checks it against the
+        release register: against the committed register before the write lock, then, in the
+        transaction that records the release, against the cells recorded since. Only noised
         jobs (``persons`` None) hold privacy budget.
         """
         rows = record.row_count
         table = replace(table, policy_version=info.policy_version)
         fields = self._entry_fields(info.submitter, info.spec, info.job_id)
+        version = record.file_fingerprint
+        entries: list[tuple[str, int]] = []
+        seen = 0
+        if persons is not None:
+            with self._releases.committed(self._db.conn, record.id) as (prior, seen):
+                table, entries = differencing_guard(
+                    table, persons, info.spec, policy, prior, data_version=version
+                )
         # Outside the write lock: the digest and the sealed copy of the table as it stands
-        # (used unless the differencing guard then suppresses more of it).
+        # (used unless the guard then suppresses more of it).
         as_is = table.digest(), self._jobs.seal_result(info.job_id, table.canonical_json().encode())
 
         def release(conn: sqlite3.Connection) -> tuple[ResultTable, JobInfo, Receipt]:
-            released = table
+            released, cells = table, entries
             if persons is not None:
-                released, entries = differencing_guard(
-                    table,
-                    persons,
-                    info.spec,
-                    policy,
-                    self._releases.cells(conn, record.id),
-                    data_version=record.file_fingerprint,
-                )
+                if later := self._releases.since(conn, record.id, seen):
+                    released, cells = differencing_guard(
+                        table,
+                        persons,
+                        info.spec,
+                        policy,
+                        [released_cell(*row) for row in later],
+                        data_version=version,
+                    )
                 self._releases.record(
                     conn,
                     dataset=record.id,
                     population=policy.population,
                     project=info.spec.project,
                     job_id=info.job_id,
-                    data_version=record.file_fingerprint,
-                    cells=entries,
+                    data_version=version,
+                    cells=cells,
                 )
             digest, sealed = as_is
             if released is not table:
@@ -809,9 +820,7 @@ class JobPipeline(ReviewFlow):
             )
             return released, final, receipt
 
-        # The register's view may hold rows of bodies sharing the transaction: forget it if
-        # their COMMIT fails.
-        table, final, receipt = self._db.write_together(release, self._releases.forget)
+        table, final, receipt = self._db.write_together(release)
         with self._waiting_lock:
             self._receipts[info.job_id] = receipt.to_dict()
             if len(self._receipts) > _RECEIPTS_KEPT:

@@ -1,9 +1,16 @@
 """Release register: every cell released in rule-based mode, with its region and true size.
 
-Read and written inside the release's ``BEGIN IMMEDIATE`` transaction, so two jobs finishing
-together are checked against each other. Rows are parsed once into a view per dataset (the
-guard's index), then topped up with the rows added since (the table is append-only). The
-person counts are true counts: this table never leaves the server. Regions are opaque
+Rows are parsed once into a view per dataset (the guard's index), then topped up with the rows
+added since (the table is append-only, and its row ids grow in commit order, since writers take
+turns). Two ways to read it, one per register object:
+
+- ``cells``, inside the release's ``BEGIN IMMEDIATE`` transaction: the view then also holds
+  the rows of bodies sharing that transaction (``forget`` it if their COMMIT fails);
+- ``committed`` before that transaction, then ``since`` inside it: the guard checks a release
+  against the committed view outside the write lock, and inside it only against the rows
+  recorded after those, so two jobs finishing together are still checked against each other.
+
+The person counts are true counts: this table never leaves the server. Regions are opaque
 canonical text here; the differencing guard (``sandbox.disclosure``) gives them meaning
 through the view's ``add_row``.
 """
@@ -12,7 +19,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Generic, Protocol, TypeVar
 
 
@@ -40,18 +48,45 @@ class ReleaseRegister(Generic[V]):
         later transaction, adds the rows committed since (by any process) to the same view.
         """
         with self._lock:
-            rows = conn.execute(
-                "SELECT id, region, persons, data_version FROM releases"
-                " WHERE dataset = ? AND id > ? ORDER BY id",
-                (dataset, self._last_id.get(dataset, 0)),
-            ).fetchall()
-            view = self._views.get(dataset)
-            if view is None:
-                view = self._views[dataset] = self._new_view()
-            for row_id, region, persons, version in rows:
-                view.add_row(region, int(persons), version)
-                self._last_id[dataset] = int(row_id)
-            return view
+            return self._top_up(conn, dataset)
+
+    @contextmanager
+    def committed(self, conn: sqlite3.Connection, dataset: str) -> Iterator[tuple[V, int]]:
+        """The view of the cells of ``dataset`` committed so far, and the id of its last row.
+
+        Call outside any transaction, so that the view never holds rows a rollback takes
+        back. Use the view only inside the ``with``, which holds the register's lock.
+        """
+        if conn.in_transaction:
+            raise RuntimeError("read the committed release register outside a transaction")
+        with self._lock:
+            yield self._top_up(conn, dataset), self._last_id.get(dataset, 0)
+
+    def since(
+        self, conn: sqlite3.Connection, dataset: str, after: int
+    ) -> list[tuple[str, int, str]]:
+        """The cells of ``dataset`` recorded after row ``after`` (region, persons, data
+        version); inside the write transaction, with those of bodies sharing it."""
+        rows = conn.execute(
+            "SELECT region, persons, data_version FROM releases"
+            " WHERE dataset = ? AND id > ? ORDER BY id",
+            (dataset, after),
+        ).fetchall()
+        return [(region, int(persons), version) for region, persons, version in rows]
+
+    def _top_up(self, conn: sqlite3.Connection, dataset: str) -> V:
+        rows = conn.execute(
+            "SELECT id, region, persons, data_version FROM releases"
+            " WHERE dataset = ? AND id > ? ORDER BY id",
+            (dataset, self._last_id.get(dataset, 0)),
+        ).fetchall()
+        view = self._views.get(dataset)
+        if view is None:
+            view = self._views[dataset] = self._new_view()
+        for row_id, region, persons, version in rows:
+            view.add_row(region, int(persons), version)
+            self._last_id[dataset] = int(row_id)
+        return view
 
     def forget(self) -> None:
         """Drop every view (rebuilt from the store on next use): after a rollback of rows

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from collections.abc import Callable
 
 import pandas as pd
 
 from sandbox import CellStatus, Query, Result
-from tests.conftest import World
+from tests.conftest import PUMS_DIR, World, pums_policy
 from tests.security._support import pums_frame
 
 K = 10
@@ -155,3 +157,56 @@ def test_the_stored_result_is_the_table_after_the_guard(pums_world: World) -> No
         if r.entry["event"] == "job.released" and r.entry["job_id"] == minus.job_id
     ]
     assert released["result_digest"] == minus.digest
+
+
+def test_a_release_committed_while_the_guard_waits_for_the_write_lock_is_checked(
+    world_factory: Callable[..., World],
+) -> None:
+    """The guard checks a release against the committed register before the write lock, then,
+    inside it, against the cells recorded since. Here a nested cell from another server
+    process (recorded straight into the shared store) commits between the two checks: the
+    second one must hold the new cell back."""
+    educ = _small_group(pums_frame())
+    nested = OLD.where("educ", "!=", educ).count()
+    # The register row the nested query leaves, taken from a release on a second server.
+    other = world_factory(
+        {"pums": pums_policy("pums", "pums.csv")}, {"pums.csv": PUMS_DIR / "PUMS_pid.csv"}
+    )
+    other.register("pums")
+    other.project("census-study", (("pums", "research"),))
+    assert _single(_run(other, nested))[1] == CellStatus.RELEASED
+    ((population, region, persons),) = other.server.app.db.conn.execute(
+        "SELECT population, region, persons FROM releases"
+    ).fetchall()
+
+    world = world_factory(
+        {"pums": pums_policy("pums", "pums.csv")}, {"pums.csv": PUMS_DIR / "PUMS_pid.csv"}
+    )
+    world.register("pums")
+    world.project("census-study", (("pums", "research"),))
+    app = world.server.app
+    ((version,),) = app.db.conn.execute(
+        "SELECT file_fingerprint FROM datasets WHERE id = 'pums'"
+    ).fetchall()
+    register = app.jobs._releases
+    with register._lock:  # the job stops before its first check
+        job = world.client("ana").submit(OLD.count(), project="census-study", purpose="research")
+        with app.db.write() as conn:  # admitted: now hold the write lock
+            register.record(
+                conn,
+                dataset="pums",
+                population=population,
+                project="census-study",
+                job_id="another-process",
+                data_version=version,
+                cells=[(region, persons)],
+            )
+            register._lock.release()  # the first check runs; the row is not committed yet
+            try:
+                deadline = time.monotonic() + 10
+                while not app.db._waiting:  # the release waits for the write lock
+                    assert time.monotonic() < deadline
+                    time.sleep(0.001)
+            finally:
+                register._lock.acquire()
+    assert _single(job.result(timeout=10)) == (None, CellStatus.SUPPRESSED, RULE)

@@ -114,3 +114,47 @@ def test_rows_seen_inside_a_group_whose_commit_failed_are_forgotten(tmp_path: Pa
         assert regions(register.cells(conn, "d")) == ["{}"]
     with pytest.raises(sqlite3.IntegrityError):
         db.write_together(lambda conn: conn.execute("INSERT INTO child (pid) VALUES (1)"))
+
+
+def test_the_committed_view_holds_no_uncommitted_row_and_since_gives_the_rest(
+    tmp_path: Path,
+) -> None:
+    """``committed`` reads outside any transaction (what another writer has not committed
+    is not in it); ``since`` inside the write transaction gives every row after the view's
+    last one: those committed meanwhile, and this transaction's own."""
+    db = Database(tmp_path / "state.sqlite3")
+    other = Database(tmp_path / "state.sqlite3")  # another process's store handle
+    register = ReleaseRegister(Rows)
+    with db.write() as conn:
+        record(register, conn, "a")
+    done = threading.Event()
+    holding = threading.Event()
+
+    def writer() -> None:
+        with other.write() as conn:
+            record(register, conn, "b")
+            holding.set()
+            assert done.wait(10)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    assert holding.wait(10)
+    with register.committed(db.conn, "d") as (view, last):
+        assert regions(view) == ['{"job":"a"}']  # b is not committed yet
+    done.set()
+    t.join(10)
+    with db.write() as conn:
+        record(register, conn, "c")
+        assert [r for r, _, _ in register.since(conn, "d", last)] == [
+            '{"job":"b"}',
+            '{"job":"c"}',
+        ]
+    with (
+        db.write() as conn,
+        pytest.raises(RuntimeError, match="outside a transaction"),
+        register.committed(conn, "d"),
+    ):
+        pass
+    with register.committed(db.conn, "d") as (view, last_now):
+        assert regions(view) == ['{"job":"a"}', '{"job":"b"}', '{"job":"c"}']
+        assert last_now > last
