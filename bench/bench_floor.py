@@ -113,16 +113,9 @@ def start_floor(
     for p in procs:
         p.start()
     target = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:  # ready once a call succeeds
-        try:
-            with grpc.insecure_channel(target) as channel:
-                channel.unary_unary(_METHOD)(_REQUEST, timeout=1)
-            break
-        except grpc.RpcError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(_METHOD)
+        bench_jobs.wait_until(lambda: bool(call(_REQUEST, timeout=1)))
     return procs, target, stop
 
 

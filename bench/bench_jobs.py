@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -99,16 +100,22 @@ def start_server(
     target = f"127.0.0.1:{port}"
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    break
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_until(lambda: stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1)
     return proc, target, tokens
+
+
+def wait_until(ready: Callable[[], bool], seconds: float = 30) -> None:
+    """Poll ``ready`` (a call to a starting server) until it is true; its RPC errors count as
+    not yet, until ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if ready():
+                return
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
