@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import duckdb
 
+from sandbox.engine._columnar import MAX_ROWS, Columns
 from sandbox.engine._plan import Source, quote_ident
 
 
@@ -25,6 +26,8 @@ class _Copy:
     table: str
     rows: int
     users: int = 0
+    columns: Columns | None = None
+    """Its columns as NumPy arrays, made on first use (files of at most ``MAX_ROWS`` rows)."""
 
 
 class SourceCache:
@@ -66,6 +69,24 @@ class SourceCache:
                 if copy.table == table:
                     copy.users -= 1
                     return
+
+    def columns(self, table: str) -> Columns | None:
+        """The columns of a copy in use (from :meth:`acquire`), or None if it is too large."""
+        with self._lock:
+            copy = next(c for c in self._copies.values() if c.table == table)
+            if copy.columns is not None or copy.rows > MAX_ROWS:
+                return copy.columns
+        cursor = self._db.cursor()
+        try:
+            cursor.execute(f"SELECT * FROM {table}")  # noqa: S608 - server-made name
+            types = {str(d[0]): str(d[1]) for d in cursor.description or ()}
+            columns = Columns(cursor.fetchnumpy(), types)
+        finally:
+            cursor.close()
+        with self._lock:
+            if copy.columns is None:
+                copy.columns = columns
+            return copy.columns
 
     def _take(self, key: tuple[str, str]) -> str | None:
         with self._lock:

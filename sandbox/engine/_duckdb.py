@@ -1,8 +1,9 @@
-"""DuckDB engine: runs a plan over a registered Parquet/CSV file.
+"""DuckDB engine: runs a plan over a registered Parquet/CSV file (or, for small files, hands
+it to the columnar engine over their in-memory copies).
 
-This module and ``inspect_source`` are the only code that reads rows. What leaves here is a
-``RawTable`` of per-cell aggregates that has NOT yet passed disclosure control: it must only
-ever be handed to ``sandbox.disclosure``.
+This module, ``_cache`` (in-memory copies) and ``_columnar`` are the only code that reads rows.
+What leaves here is a ``RawTable`` of per-cell aggregates that has NOT yet passed disclosure
+control: it must only ever be handed to ``sandbox.disclosure``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import duckdb
 
 from sandbox._errors import JobCancelled, JobFailed
 from sandbox._model import TOTAL, Key
+from sandbox.engine import _columnar as columnar
 from sandbox.engine._cache import SourceCache
+from sandbox.engine._columnar import ColumnarPlan
 from sandbox.engine._plan import KeySpace, Plan, RecordKeySlot, SourceSlot, quote_ident
 from sandbox.engine._quantile import QuantileGrid, histogram_counts
 
@@ -114,11 +117,28 @@ class Engine:
         params = _fill_slots(plan.params, record_key_pads, job_id)
         cached = self._cache.acquire(plan.source) if plan.source else None
         try:
-            rows = self._execute(job_id, *_bind_source(plan, params, cached))
+            rows = None
+            if cached is not None and plan.columnar is not None:
+                rows = self._columnar(job_id, plan.columnar, cached)
+            if rows is None:
+                rows = self._execute(job_id, *_bind_source(plan, params, cached))
         finally:
             if cached is not None:
                 self._cache.release(cached)
         return self._raw_table(plan, rows)
+
+    def _columnar(
+        self, job_id: str, plan: ColumnarPlan, table: str
+    ) -> list[tuple[Any, ...]] | None:
+        """The plan's rows from the columnar engine, or None when DuckDB must answer it."""
+        columns = self._cache.columns(table)
+        if columns is None:
+            return None
+        with self._lock:
+            if job_id in self._cancelled:
+                self._cancelled.discard(job_id)
+                raise JobCancelled("job was cancelled", job_id=job_id)
+        return columnar.run(plan, columns)
 
     def _execute(self, job_id: str, sql: str, params: list[object]) -> list[tuple[Any, ...]]:
         # One connection per worker thread, kept: opening one costs more than a small query.

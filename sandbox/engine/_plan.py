@@ -10,9 +10,20 @@ import datetime as dt
 import enum
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 from sandbox._errors import InvalidJobSpec
 from sandbox._model import FLOAT_TYPES, INTEGER_TYPES, AggFunc, Filter, FilterOp, JobSpec, Scalar
+from sandbox.engine._columnar import (
+    COLUMN_TYPES,
+    INTEGER,
+    MAX_ROWS,
+    ColumnarPlan,
+    ColumnFilter,
+    ColumnKey,
+    ColumnMeasure,
+    ColumnValue,
+)
 from sandbox.engine._quantile import QuantileGrid, histogram_sql, quantile_grids
 from sandbox.policy import Policy
 from sandbox.state import DatasetRecord
@@ -106,6 +117,8 @@ class Plan:
     quantile_grids: tuple[QuantileGrid | None, ...] = ()
     """Per aggregate, the grid of a median or quantile, whose value column is then a
     histogram of interval indexes (empty: the job has none)."""
+    columnar: ColumnarPlan | None = None
+    """The same query for the columnar engine, when it can answer it (see ``_columnar``)."""
 
 
 def _bin_index(col: str, sql_type: str, edges: tuple[float, ...], params: list[object]) -> str:
@@ -187,16 +200,26 @@ def _clamped(column: str, policy: Policy, record: DatasetRecord, params: list[ob
     Skipped when the registered file's values already lie within the bounds (a no-op then). A
     missing value stays missing (``greatest``/``least`` would skip it and return a bound).
     """
+    bounds = _clamp_bounds(column, policy, record)
+    col = quote_ident(column)
+    if bounds is None:
+        return col
+    lo, hi = bounds
+    params += [lo, lo, hi, hi]
+    return f"(CASE WHEN {col} < ? THEN ? WHEN {col} > ? THEN ? ELSE {col} END)"
+
+
+def _clamp_bounds(column: str, policy: Policy, record: DatasetRecord) -> tuple[Any, Any] | None:
+    """The bounds a measure is clamped to, or None when it is not (no bounds, or the registered
+    file's values already lie within them)."""
     col_policy = policy.column(column)
     if col_policy is None or col_policy.bounds is None:
-        return quote_ident(column)
+        return None
     seen = record.measure_ranges.get(column)
     lo, hi = col_policy.bounds
     if seen is not None and lo <= seen[0] and seen[1] <= hi:
-        return quote_ident(column)
-    params += [lo, lo, hi, hi]
-    col = quote_ident(column)
-    return f"(CASE WHEN {col} < ? THEN ? WHEN {col} > ? THEN ? ELSE {col} END)"
+        return None
+    return lo, hi
 
 
 def _top_sql(size: str, top: int, params: list[object], i: int) -> str:
@@ -299,10 +322,12 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy, *, screen: bool =
             spaces.append(KeySpace(name, tuple(values) if values else None))
     conds: list[str] = []
     cond_params: list[object] = []
+    bound: list[ColumnFilter] = []
     for f in spec.filters:
         text, vals = _condition(f, types[f.column])
         conds.append(text)
         cond_params += vals
+        bound.append(ColumnFilter(f.column, f.op, tuple(vals)))
     reader = "read_parquet(?)" if record.file_format == "parquet" else "read_csv(?, header = true)"
     parts = _Parts(
         keys=keys,
@@ -364,6 +389,11 @@ def plan(spec: JobSpec, record: DatasetRecord, policy: Policy, *, screen: bool =
         ),
         bounded_rows=bounded and bounds is not None,
         quantile_grids=grids,
+        columnar=(
+            None
+            if margins or grids or policy.disclosure.noise.cell_key or bounded or top > 1
+            else _columnar_plan(spec, record, policy, tuple(bound), measures)
+        ),
         contribution_of=(
             tuple(
                 measures.index(a.column) if a.function in _MAGNITUDE else -1
@@ -535,3 +565,59 @@ def _per_person_query(
         f"UNION ALL SELECT {total}, 1 FROM per_person"
     )
     return sql, [*inner_params, *outer_params]
+
+
+def _columnar_plan(
+    spec: JobSpec,
+    record: DatasetRecord,
+    policy: Policy,
+    filters: tuple[ColumnFilter, ...],
+    measures: tuple[str, ...],
+) -> ColumnarPlan | None:
+    """The plan's ``_row_query`` for the columnar engine, or None when it cannot answer it
+    exactly: it needs one row per person, a small file, columns of the types it reads, and
+    integer measures (summed without noise, clamped to integer bounds)."""
+    types = {name: t.upper() for name, t in record.column_types.items()}
+    if not record.persons_unique or record.row_count > MAX_ROWS:
+        return None
+    used = [*spec.group_by, *(f.column for f in filters)]
+    if any(types[name] not in COLUMN_TYPES for name in used):
+        return None
+    if any(
+        (type(v) is int and abs(v) >= 1 << 53) or type(v) not in (int, float, str, bool)
+        for f in filters
+        for v in f.values
+    ):
+        return None
+
+    def measure(column: str, absolute: bool = False) -> ColumnMeasure | None:
+        clamp = _clamp_bounds(column, policy, record)
+        if types[column] not in INTEGER:
+            return None
+        if clamp is None:
+            return ColumnMeasure(column, None, absolute)
+        if not all(type(b) in (int, float) and float(b).is_integer() for b in clamp):
+            return None  # sums of integers only are exact whatever their order
+        floating = any(type(b) is float for b in clamp)
+        return ColumnMeasure(column, (int(clamp[0]), int(clamp[1])), absolute, floating)
+
+    values: list[ColumnValue] = []
+    for agg in spec.aggregates:
+        if agg.function in (AggFunc.COUNT, AggFunc.COUNT_DISTINCT):
+            values.append(ColumnValue(agg.function))
+        elif agg.function in _MAGNITUDE and not policy.disclosure.noise.enabled:
+            if (taken := measure(agg.column)) is None:
+                return None
+            values.append(ColumnValue(agg.function, taken))
+        else:
+            return None
+    contributions = [measure(c, not _nonnegative(c, policy)) for c in measures]
+    if any(c is None for c in contributions):
+        return None
+    keys = []
+    for name in spec.group_by:
+        col_policy = policy.column(name)
+        keys.append(ColumnKey(name, col_policy.bins if col_policy is not None else ()))
+    return ColumnarPlan(
+        filters, tuple(keys), tuple(values), tuple(c for c in contributions if c is not None)
+    )
