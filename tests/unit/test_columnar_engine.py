@@ -178,7 +178,9 @@ def _values(column: str) -> st.SearchStrategy[Any]:
             st.integers(-1, 13),
         )
     return st.one_of(
-        st.integers(-5, 120), st.sampled_from([-(2**40), 2**40]), st.floats(-5, 120).map(round)
+        st.integers(-5, 120),
+        st.sampled_from([-(2**40), 2**40, 17.5, 18.0, -0.0]),
+        st.floats(-5, 120, allow_nan=False),
     )
 
 
