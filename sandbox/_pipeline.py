@@ -16,7 +16,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -167,6 +167,8 @@ class JobPipeline(ReviewFlow):
         self._local: set[str] = set()
         """Jobs queued or running in this process (others may run in sibling processes), and
         jobs being admitted with a worker claimed for them (see ``_claim_worker``)."""
+        self._queued: deque[_Task] = deque()
+        """This process's jobs not yet started, oldest first (under ``_waiting_lock``)."""
         self._closing = threading.Event()
         self._watcher = threading.Thread(
             target=self._watch_cancellations, name="sandbox-cancel-watch", daemon=True
@@ -626,32 +628,71 @@ class JobPipeline(ReviewFlow):
         started: bool = False,
     ) -> None:
         """Run a job on a worker; ``started``: it is RUNNING already, on a claimed worker."""
+        task = _Task(info, _Run(job_plan, record, policy, terms))
         with self._waiting_lock:
             self._local.add(info.job_id)
-        self._executor.submit(self._execute, info, job_plan, record, policy, terms, started)
+            if not started:
+                self._queued.append(task)
+        self._executor.submit(self._work, task if started else None)
+
+    def _work(self, task: _Task | None) -> None:
+        """A worker's turn: ``task`` (started already), else the oldest job still queued, then
+        each job it starts in the transaction that releases the one before."""
+        step: tuple[_Task, bool, JobInfo | None] | None = (task, True, task.info) if task else None
+        if step is None:
+            with self._waiting_lock:
+                if not self._queued:
+                    return  # a worker ending a job started it (see ``_start_next``)
+                step = (self._queued.popleft(), False, None)
+        while step is not None:
+            step = self._execute(*step)
+
+    def _start_next(self, conn: sqlite3.Connection) -> tuple[_Task, JobInfo | None] | None:
+        """Start this process's oldest queued job in the open transaction of the worker that is
+        ending one, which runs it next: one write fewer than starting it on its own. The job
+        and its record as started (None: cancelled while queued), or None if none waits."""
+        with self._waiting_lock:
+            if self._closing.is_set() or not self._queued:
+                return None  # shutting down: queued jobs stay QUEUED, resumed at next start
+            task = self._queued.popleft()
+        try:
+            return task, self._jobs.start(conn, task.info)
+        except Exception:  # its own turn will start it; the release goes on
+            self._requeue(task)
+            return None
+
+    def _requeue(self, task: _Task) -> None:
+        """Put back a job whose start was rolled back; its own turn may have passed."""
+        with self._waiting_lock:
+            self._queued.appendleft(task)
+        with contextlib.suppress(RuntimeError):  # shut down: it stays QUEUED until restart
+            self._executor.submit(self._work, None)
 
     def _is_local(self, job_id: str) -> bool:
         with self._waiting_lock:
             return job_id in self._local
 
     def _execute(
-        self,
-        info: JobInfo,
-        job_plan: Plan,
-        record: DatasetRecord,
-        policy: Policy,
-        terms: NoiseTerms | None,
-        started: bool,
-    ) -> None:
+        self, task: _Task, started: bool, running: JobInfo | None
+    ) -> tuple[_Task, bool, JobInfo | None] | None:
+        """Run a job; ``started``: ``running`` is its record as started (None: it was cancelled
+        while queued). Returns the next job to run, if its release started one."""
+        info = task.info
+        job_plan, record, policy, terms = (
+            task.run.plan,
+            task.run.record,
+            task.run.policy,
+            task.run.terms,
+        )
         job_id = info.job_id
         released: ResultTable | None = None
         final: JobInfo | None = None
+        following: tuple[_Task, JobInfo | None] | None = None
         try:
-            running: JobInfo | None = info
             if not started:
                 running = self._db.write_together(lambda conn: self._jobs.start(conn, info))
             if running is None:
-                return  # cancelled while queued
+                return None  # cancelled while queued
             raw, table = self._compute(job_id, info.spec, job_plan, record, policy, terms)
             _ensure_unchanged(record)  # what was read is what was registered
             persons = None if terms is not None else {c.keys: c.persons for c in raw.cells}
@@ -659,8 +700,10 @@ class JobPipeline(ReviewFlow):
             why = release_review_reasons(policy.review, rules)
             if why:
                 self._hold_release(running, table, persons, policy, why)
-                return
-            released, final = self._release(running, table, record, policy, persons)
+                return None
+            claimed: list[tuple[_Task, JobInfo | None]] = []
+            released, final = self._release(running, table, record, policy, persons, claimed)
+            following = claimed[0] if claimed else None
         except Exception as exc:
             state, error = _ending(exc, job_id)
             final = self._finish_unreleased(job_id, state, error, record.row_count)
@@ -668,6 +711,7 @@ class JobPipeline(ReviewFlow):
             with self._waiting_lock:
                 self._local.discard(job_id)
             self._signal(job_id, released, final)
+        return None if following is None else (following[0], True, following[1])
 
     def _execute_partial(
         self,
@@ -747,8 +791,12 @@ class JobPipeline(ReviewFlow):
         record: DatasetRecord,
         policy: Policy,
         persons: dict[tuple[Any, ...], int] | None,
+        claim: list[tuple[_Task, JobInfo | None]] | None = None,
     ) -> tuple[ResultTable, JobInfo]:
         """Release a protected table; the table as released and the job's final record.
+
+        ``claim``: a worker's, to which the release's transaction adds the queued job it
+        started for that worker to run next (see ``_start_next``).
 
         In rule-based mode (``persons`` given) the differencing guard checks it against the
         release register: against the committed register before the write lock, then, in the
@@ -818,9 +866,17 @@ class JobPipeline(ReviewFlow):
                 result_digest=digest,
                 release_seq=receipt.seq,
             )
+            if claim is not None and (following := self._start_next(conn)) is not None:
+                claim.append(following)  # last in the body: nothing after it can fail
             return released, final, receipt
 
-        table, final, receipt = self._db.write_together(release)
+        def unclaim() -> None:  # the shared COMMIT failed: the start was rolled back too
+            for task, _ in claim or ():
+                self._requeue(task)
+            if claim:
+                claim.clear()
+
+        table, final, receipt = self._db.write_together(release, on_rollback=unclaim)
         with self._waiting_lock:
             self._receipts[info.job_id] = receipt.to_dict()
             if len(self._receipts) > _RECEIPTS_KEPT:
@@ -1209,6 +1265,14 @@ class _Run:
     record: DatasetRecord
     policy: Policy
     terms: NoiseTerms | None
+
+
+@dataclass(frozen=True)
+class _Task:
+    """A job for a worker: its record when enqueued, and what running it needs."""
+
+    info: JobInfo
+    run: _Run
 
 
 @dataclass(frozen=True)

@@ -280,6 +280,8 @@ class Database:
         weakref.finalize(self, os.close, self._lock_file)
         self._waiting: list[_Body] = []
         self._leading = False
+        self.commits = 0
+        """Write transactions this object has committed (each under the write lock)."""
         self._group_lock = threading.Lock()
         self._checkpoints_in_commits = checkpoint_every_s is None
         self._closing = threading.Event()
@@ -344,6 +346,7 @@ class Database:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            self.commits += 1
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -449,6 +452,7 @@ class Database:
                         conn.execute("ROLLBACK TO body")
                     conn.execute("RELEASE body")
             conn.execute("COMMIT")
+            self.commits += 1
         except BaseException:
             with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import itertools
 import os
 import shutil
 import signal
@@ -582,6 +583,66 @@ def test_a_job_admitted_while_a_worker_is_idle_is_running_from_its_admission(
     waiting.result(timeout=30)
     usage = ana.quota("census-study")
     assert (usage.jobs_total, usage.rows_total) == (3, 3000)
+    assert open_jobs(world) == 0 and world.client("chen").audit_verify().ok
+
+
+def _one_worker(world_factory: Callable[..., World]) -> World:
+    world = world_factory(
+        {"pums": pums_policy("pums", "pums.csv")},
+        {"pums.csv": PUMS_DIR / "PUMS_pid.csv"},
+        workers=1,
+    )
+    world.register("pums")
+    world.project("census-study", (("pums", "research"),))
+    return world
+
+
+def test_a_worker_starts_its_next_queued_job_in_the_release_of_the_one_before(
+    world_factory: Callable[..., World],
+) -> None:
+    """One worker, three jobs queued behind it: it starts the first on its own, then each next
+    one in the transaction that records the release of the one before: 4 writes for the three
+    runs, not 6 (a start and a release each)."""
+    world = _one_worker(world_factory)
+    ana = world.client("ana")
+    store = world.server.app.jobs._db
+    with workers_held(world):
+        jobs = [ana.submit(COUNT) for _ in range(3)]
+        assert [j.info.state for j in jobs] == [JobState.QUEUED] * 3
+        before = store.commits
+    tables = [j.result(timeout=30).table for j in jobs]
+    assert store.commits - before == 4
+    assert tables[0] == tables[1] == tables[2]
+    infos = [ana.job(j.job_id).info for j in jobs]
+    for earlier, later in itertools.pairwise(infos):
+        assert earlier.finished_at is not None and later.started_at is not None
+        assert later.started_at >= earlier.finished_at  # started as the one before ended
+    usage = ana.quota("census-study")
+    assert (usage.jobs_total, usage.rows_total) == (3, 3000)
+    assert open_jobs(world) == 0 and world.client("chen").audit_verify().ok
+
+
+def test_a_job_cancelled_while_queued_is_skipped_by_the_worker_that_would_start_it(
+    world_factory: Callable[..., World],
+) -> None:
+    world = _one_worker(world_factory)
+    ana = world.client("ana")
+    pipeline = world.server.app.jobs
+    with workers_held(world):
+        first, cancelled, last = (ana.submit(COUNT) for _ in range(3))
+        assert cancelled.cancel() is True
+    assert first.result(timeout=30).table == last.result(timeout=30).table
+    assert cancelled.state == JobState.CANCELLED
+    with pytest.raises(JobCancelled):
+        cancelled.result(timeout=5)
+    usage = ana.quota("census-study")
+    assert (usage.jobs_total, usage.rows_total) == (2, 2000)  # the cancelled one uncharged
+
+    def idle() -> bool:
+        with pipeline._waiting_lock:
+            return not pipeline._local and not pipeline._queued
+
+    wait_until(idle, 10, "the worker to let go of every job")
     assert open_jobs(world) == 0 and world.client("chen").audit_verify().ok
 
 
