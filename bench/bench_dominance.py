@@ -31,18 +31,9 @@ THREADS = 2
 def record(engine: Engine, path: Path, policy: Policy) -> DatasetRecord:
     measures = tuple(c.name for c in policy.columns if c.bounds is not None)
     facts = engine.inspect_source(path, "parquet", policy.person_key, measures)
-    return DatasetRecord(
-        id=policy.dataset,
-        source=str(path),
-        file_format="parquet",
-        file_digest=facts.file_digest,
-        row_count=facts.row_count,
-        persons=facts.persons,
-        persons_unique=facts.persons == facts.row_count,
-        column_types=facts.column_types,
-        policy_version=policy.version_label,
-        measure_ranges={},  # always clamp, as for a file whose values exceed the bounds
-    )
+    registered = facts.record(policy.dataset, path, "parquet", policy.version_label)
+    # Always clamp, as for a file whose values exceed the bounds.
+    return dataclasses.replace(registered, measure_ranges={})
 
 
 def second_query(spec: JobSpec, rec: DatasetRecord, policy: Policy) -> Plan:

@@ -166,19 +166,7 @@ class Sandbox:
             raise PolicyInvalid(
                 f"{path}: columns {', '.join(missing)} are in the policy but not in the source"
             )
-        record = DatasetRecord(
-            id=dataset,
-            source=str(source),
-            file_format=fmt,
-            file_digest=facts.file_digest,
-            row_count=facts.row_count,
-            persons=facts.persons,
-            persons_unique=facts.persons == facts.row_count,
-            column_types=facts.column_types,
-            policy_version=policy.version_label,
-            measure_ranges=facts.ranges,
-            file_fingerprint=facts.fingerprint,
-        )
+        record = facts.record(dataset, source, fmt, policy.version_label)
         with self.db.write() as conn:
             self.catalogue.put(conn, record, principal.name)
             self.audit.append(

@@ -24,6 +24,7 @@ from sandbox.engine._cache import SourceCache
 from sandbox.engine._columnar import ColumnarPlan
 from sandbox.engine._plan import KeySpace, Plan, RecordKeySlot, SourceSlot, quote_ident
 from sandbox.engine._quantile import QuantileGrid, histogram_counts
+from sandbox.state import DatasetRecord
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,24 @@ class SourceFacts:
     ranges: dict[str, tuple[float, float]]
     fingerprint: str
     """``file_fingerprint`` of the file as read (unchanged from start to end of inspection)."""
+
+    def record(
+        self, dataset: str, source: Path | str, file_format: str, policy_version: str
+    ) -> DatasetRecord:
+        """The catalogue record of the file these facts describe, registered as ``dataset``."""
+        return DatasetRecord(
+            id=dataset,
+            source=str(source),
+            file_format=file_format,
+            file_digest=self.file_digest,
+            row_count=self.row_count,
+            persons=self.persons,
+            persons_unique=self.persons == self.row_count,
+            column_types=self.column_types,
+            policy_version=policy_version,
+            measure_ranges=self.ranges,
+            file_fingerprint=self.fingerprint,
+        )
 
 
 def file_fingerprint(path: Path | str) -> str:

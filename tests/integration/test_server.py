@@ -168,6 +168,19 @@ class Gate:
             os.close(fd)
 
 
+def _pums(world_factory: Callable[..., World], **settings: object) -> World:
+    """PUMS_pid as 'pums', registered, granted to 'census-study' for research; ``settings``
+    for the server."""
+    world = world_factory(
+        {"pums": pums_policy("pums", "pums.csv")},
+        {"pums.csv": PUMS_DIR / "PUMS_pid.csv"},
+        **settings,
+    )
+    world.register("pums")
+    world.project("census-study", (("pums", "research"),))
+    return world
+
+
 @pytest.fixture
 def gated(world_factory: Callable[..., World]) -> Iterator[Callable[..., tuple[World, Gate]]]:
     """A PUMS world with one job worker whose source file becomes a FIFO once jobs are queued.
@@ -179,13 +192,7 @@ def gated(world_factory: Callable[..., World]) -> Iterator[Callable[..., tuple[W
     gates: list[Gate] = []
 
     def make() -> tuple[World, Gate]:
-        world = world_factory(
-            {"pums": pums_policy("pums", "pums.csv")},
-            {"pums.csv": PUMS_DIR / "PUMS_pid.csv"},
-            workers=1,
-        )
-        world.register("pums")
-        world.project("census-study", (("pums", "research"),))
+        world = _pums(world_factory, workers=1)
         gates.append(Gate(world.root / "data" / "pums.csv"))
         return world, gates[-1]
 
@@ -264,13 +271,7 @@ def test_wrong_and_revoked_tokens_are_unauthenticated(pums_world: World) -> None
 
 # ---- message size -----------------------------------------------------------------------------
 def test_oversized_message_is_refused_and_server_keeps_serving(world_factory) -> None:
-    world = world_factory(
-        {"pums": pums_policy("pums", "pums.csv")},
-        {"pums.csv": PUMS_DIR / "PUMS_pid.csv"},
-        max_message_bytes=65536,
-    )
-    world.register("pums")
-    world.project("census-study", (("pums", "research"),))
+    world = _pums(world_factory, max_message_bytes=65536)
     ana = world.client("ana")
     huge = tuple(f"{i:04d}" + "x" * 2000 for i in range(60))  # ~120 KB > 64 KiB
     spec = JobSpec(
@@ -586,24 +587,13 @@ def test_a_job_admitted_while_a_worker_is_idle_is_running_from_its_admission(
     assert open_jobs(world) == 0 and world.client("chen").audit_verify().ok
 
 
-def _one_worker(world_factory: Callable[..., World]) -> World:
-    world = world_factory(
-        {"pums": pums_policy("pums", "pums.csv")},
-        {"pums.csv": PUMS_DIR / "PUMS_pid.csv"},
-        workers=1,
-    )
-    world.register("pums")
-    world.project("census-study", (("pums", "research"),))
-    return world
-
-
 def test_a_worker_starts_its_next_queued_job_in_the_release_of_the_one_before(
     world_factory: Callable[..., World],
 ) -> None:
     """One worker, three jobs queued behind it: it starts the first on its own, then each next
     one in the transaction that records the release of the one before: 4 writes for the three
     runs, not 6 (a start and a release each)."""
-    world = _one_worker(world_factory)
+    world = _pums(world_factory, workers=1)
     ana = world.client("ana")
     store = world.server.app.jobs._db
     with workers_held(world):
@@ -625,7 +615,7 @@ def test_a_worker_starts_its_next_queued_job_in_the_release_of_the_one_before(
 def test_a_job_cancelled_while_queued_is_skipped_by_the_worker_that_would_start_it(
     world_factory: Callable[..., World],
 ) -> None:
-    world = _one_worker(world_factory)
+    world = _pums(world_factory, workers=1)
     ana = world.client("ana")
     pipeline = world.server.app.jobs
     with workers_held(world):
@@ -660,13 +650,7 @@ def test_cancel_of_a_finished_job_changes_nothing(pums_world: World) -> None:
 
 # ---- concurrency limit ------------------------------------------------------------------------
 def test_concurrent_rpcs_beyond_the_limit_are_refused(world_factory: Callable[..., World]) -> None:
-    world = world_factory(
-        {"pums": pums_policy("pums", "pums.csv")},
-        {"pums.csv": PUMS_DIR / "PUMS_pid.csv"},
-        max_concurrent_rpcs=2,
-    )
-    world.register("pums")
-    world.project("census-study", (("pums", "research"),))
+    world = _pums(world_factory, max_concurrent_rpcs=2)
     ana = world.client("ana")
     hold = contextlib.ExitStack()
     hold.enter_context(workers_held(world))  # the job stays queued until the hold ends

@@ -314,18 +314,7 @@ def _world(tmp_path: Path, frame: pd.DataFrame) -> tuple[Engine, DatasetRecord, 
     policy = load_policy(tmp_path / "visits.yaml")
     engine = Engine(threads=1)
     facts = engine.inspect_source(data, "csv", "pid")
-    record = DatasetRecord(
-        id="visits",
-        source=str(data),
-        file_format="csv",
-        file_digest=facts.file_digest,
-        row_count=facts.row_count,
-        persons=facts.persons,
-        persons_unique=facts.persons == facts.row_count,
-        column_types=facts.column_types,
-        policy_version=policy.version_label,
-        measure_ranges=facts.ranges,
-    )
+    record = facts.record("visits", data, "csv", policy.version_label)
     return engine, record, policy
 
 

@@ -101,20 +101,7 @@ def _world(
     measures = tuple(c for c, role in columns.items() if "measure" in role)
     facts = engine.inspect_source(data, fmt, "pid", measures)
     engine.close()
-    record = DatasetRecord(
-        id=name,
-        source=str(data),
-        file_format=fmt,
-        file_digest=facts.file_digest,
-        row_count=facts.row_count,
-        persons=facts.persons,
-        persons_unique=facts.persons == facts.row_count,
-        column_types=facts.column_types,
-        policy_version=policy.version_label,
-        measure_ranges=facts.ranges,
-        file_fingerprint=facts.fingerprint,
-    )
-    return record, policy
+    return facts.record(name, data, fmt, policy.version_label), policy
 
 
 @dataclasses.dataclass

@@ -304,18 +304,7 @@ def _world(tmp_path: Path, frame: pd.DataFrame, fmt: str) -> tuple[Engine, Datas
     policy = load_policy(policy_path)
     engine = Engine(threads=1)
     facts = engine.inspect_source(data, fmt, "pid", ("amount", "hours"))
-    record = DatasetRecord(
-        id="payments",
-        source=str(data),
-        file_format=fmt,
-        file_digest=facts.file_digest,
-        row_count=facts.row_count,
-        persons=facts.persons,
-        persons_unique=facts.persons == facts.row_count,
-        column_types=facts.column_types,
-        policy_version=policy.version_label,
-        measure_ranges=facts.ranges,
-    )
+    record = facts.record("payments", data, fmt, policy.version_label)
     return engine, record, policy
 
 
