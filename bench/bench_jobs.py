@@ -10,9 +10,11 @@ DuckDB run here. Both engines use the same number of threads. Ratios are measure
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -62,21 +64,20 @@ def prepare(work: Path, sizes: list[int], small: int) -> None:
 
 
 def start_server(
-    work: Path, processes: int = 1, workers: int = 2
-) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
+    work: Path, processes: int = 1, workers: int = 2, process_ports: bool = True
+) -> tuple[subprocess.Popen[str], str, dict[str, str]]:
+    """A ``sandbox serve`` on the prepared ``work`` dir; with ``processes`` above 1 and
+    ``process_ports``, each process also listens on a port of its own (process_port_base)."""
     state = work / "state"
     shutil.rmtree(state, ignore_errors=True)
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port, *own = free_ports(1 + processes if processes > 1 and process_ports else 1)
     config = work / "sandbox.toml"
     config.write_text(
         f'[server]\nlisten = "127.0.0.1:{port}"\nstate_dir = "state"\ndata_root = "data"\n'
         f'policy_dir = "policies"\nworkers = {workers}\nrpc_threads = 32\n'
         "max_concurrent_rpcs = 128\n"
         f"engine_threads = {THREADS}\nprocesses = {processes}\nallow_plaintext_tokens = true\n"
+        + (f"process_port_base = {own[0]}\n" if own else "")
     )
     db = Database(state / "state.sqlite3")
     tokens = {}
@@ -93,15 +94,56 @@ def start_server(
             "--config",
             str(config),
             "--log-level",
-            "WARNING",
+            "INFO",
         ],
         cwd=work,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    # Measure only once every server process serves: the first answers health checks while
+    # the others still start, and connections made then would all land on it.
+    serving = threading.Event()
+    threading.Thread(target=relay_log, args=(proc, serving), daemon=True).start()
+    deadline = time.monotonic() + 120
+    while not serving.wait(0.1) and proc.poll() is None and time.monotonic() < deadline:
+        pass
+    if not serving.is_set():
+        proc.kill()
+        raise RuntimeError(f"the server did not start serving (exit status {proc.returncode})")
     target = f"127.0.0.1:{port}"
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         wait_until(lambda: stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1)
     return proc, target, tokens
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` consecutive ports free on the loopback interface now."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            first = s.getsockname()[1]
+        if first + n > 65536:
+            continue
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first, first + n):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return list(range(first, first + n))
+    raise RuntimeError(f"found no {n} consecutive free ports")
+
+
+def relay_log(proc: subprocess.Popen[str], serving: threading.Event) -> None:
+    """Copy the server's log to stderr, except INFO lines; set ``serving`` when the server
+    says it serves with all its processes."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if " INFO " not in line:
+            sys.stderr.write(line)
+        elif " serving on " in line:
+            serving.set()
 
 
 def wait_until(ready: Callable[[], bool], seconds: float = 30) -> None:
@@ -118,7 +160,7 @@ def wait_until(ready: Callable[[], bool], seconds: float = 30) -> None:
         time.sleep(0.1)
 
 
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
+def stop_server(proc: subprocess.Popen[str]) -> None:
     """SIGTERM the server started by ``start_server`` and wait for its graceful shutdown."""
     proc.terminate()
     proc.wait(30)
@@ -279,17 +321,29 @@ def main() -> None:
     parser.add_argument(
         "--rate", type=float, default=300.0, help="open-loop run at this many jobs/s (0: skip)"
     )
+    parser.add_argument(
+        "--shared-port-only",
+        action="store_true",
+        help="no process ports: clients reach the processes through the shared port only",
+    )
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out")
     args = parser.parse_args()
     work = args.workdir.resolve()
     prepare(work, args.sizes, args.small_size)
-    proc, target, tokens = start_server(work, args.processes, args.workers)
+    proc, target, tokens = start_server(
+        work, args.processes, args.workers, process_ports=not args.shared_port_only
+    )
     try:
         datasets = [dataset_id(size) for size in sorted({*args.sizes, args.small_size})]
         create_bench_project(target, tokens["steward"], datasets, "public-health-research")
         print(
             f"\n{os.cpu_count()} cores; {args.processes} server processes of {args.workers} "
-            f"job workers; engine threads {THREADS}; median of {args.runs} runs"
+            f"job workers; engine threads {THREADS}; median of {args.runs} runs; clients "
+            + (
+                "on the shared port only"
+                if args.shared_port_only or args.processes == 1
+                else "handed the processes' own ports in turn"
+            )
         )
         print("group-by aggregate (district: count, mean income), end to end vs raw DuckDB")
         print(f"{'residents':>12} {'sandbox ms':>11} {'duckdb ms':>10} {'ratio':>6}")

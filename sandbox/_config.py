@@ -38,6 +38,12 @@ class ServerConfig:
     once its calls in flight end, and the client reconnects, so the kernel spreads
     connections over the processes anew; one pinned to a busy process does not stay there
     (0: never)."""
+    process_port_base: int = 0
+    """With ``processes`` above 1: server process i also listens on this port + i (on the
+    host of ``listen``), and a client asks on its first call which of these ports to use;
+    they are handed out in turn, so every process serves an equal share of the clients (the
+    kernel's spread of connections over the shared port is uneven). Connections are then not
+    closed by ``max_connection_age_s``. 0: off (the ports must be reachable by clients)."""
     workers: int = 2
     """Threads running jobs (outside the RPC threads), per process."""
     rpc_threads: int = 16
@@ -149,7 +155,25 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         raise ConfigError("config key 'max_connection_age_s' must be 0 (never) or more")
     if config.processes > 1 and config.listen.rsplit(":", 1)[-1] == "0":
         raise ConfigError("config key 'processes' above 1 needs a fixed port in 'listen'")
+    if config.process_port_base:
+        _check_process_ports(config)
     return config
+
+
+def _check_process_ports(config: ServerConfig) -> None:
+    base, last = config.process_port_base, config.process_port_base + config.processes - 1
+    if config.processes < 2:
+        raise ConfigError("config key 'process_port_base' needs 'processes' above 1")
+    if base < 1 or last > 65535:
+        raise ConfigError(
+            f"config key 'process_port_base' must leave {config.processes} ports within 1-65535"
+        )
+    port = config.listen.rsplit(":", 1)[-1]
+    if port.isdigit() and base <= int(port) <= last:
+        raise ConfigError(
+            "config key 'process_port_base': the processes' ports must not include the port "
+            "in 'listen'"
+        )
 
 
 def _boolean(name: str, raw: Any) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +69,7 @@ from sandbox.mock import MockRequest
 
 T = TypeVar("T")
 _WAIT_SLICE_S = 10.0
+_HOST_PORT = re.compile(r"(?:dns:///)?(\[[^\]]+\]|[^:/\[\]]+):\d+")
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,9 @@ class Client:
     """Connect to a sandbox server.
 
     Args:
-        target: ``host:port``.
+        target: ``host:port``. A multi-process server with ``process_port_base`` set hands
+            the client, on its first call, the port of one of its processes; later calls go
+            there.
         token: bearer token printed by ``sandbox principals add``.
         tls: ``True`` for the system trust store, a ``TLS`` for a private CA / client cert,
             ``None``/``False`` for plaintext (local use only).
@@ -119,20 +124,37 @@ class Client:
             # channels to a target in the process, which a multi-process server cannot spread.
             ("grpc.use_local_subchannel_pool", 1),
         ]
+        self._credentials: grpc.ChannelCredentials | None = None
         if tls:
             settings = tls if isinstance(tls, TLS) else TLS()
-            creds = grpc.ssl_channel_credentials(
+            self._credentials = grpc.ssl_channel_credentials(
                 root_certificates=settings.ca.read_bytes() if settings.ca else None,
                 private_key=settings.key.read_bytes() if settings.key else None,
                 certificate_chain=settings.cert.read_bytes() if settings.cert else None,
             )
             if settings.server_name:
                 options.append(("grpc.ssl_target_name_override", settings.server_name))
-            self._channel = grpc.secure_channel(target, creds, options=options)
-        else:
-            self._channel = grpc.insecure_channel(target, options=options)
+        self._options = options
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._timeout = timeout
+        self._channels: list[grpc.Channel] = []
+        self._bind(self._connect(target))
+        # A host:port target may be moved, on the first call, to the port of the server
+        # process the server hands this client (see ``_place``).
+        self._host = match[1] if (match := _HOST_PORT.fullmatch(target)) else ""
+        self._placing = threading.Lock()
+        self._placed = not self._host
+
+    def _connect(self, target: str) -> grpc.Channel:
+        if self._credentials is not None:
+            channel = grpc.secure_channel(target, self._credentials, options=self._options)
+        else:
+            channel = grpc.insecure_channel(target, options=self._options)
+        self._channels.append(channel)
+        return channel
+
+    def _bind(self, channel: grpc.Channel) -> None:
+        self._channel = channel
         self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channel)
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
         self._projects = projects_pb2_grpc.ProjectServiceStub(self._channel)
@@ -152,13 +174,40 @@ class Client:
 
     # ---- plumbing ----------------------------------------------------------------------
     def _call(self, method: Callable[..., T], request: Any, timeout: float | None = None) -> T:
+        if not self._placed:
+            self._place()  # this call still goes the way it was going; the next ones move
         try:
             return method(request, timeout=timeout or self._timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise_from_rpc(exc)
 
+    def _place(self) -> None:
+        """Once: ask the server which of its processes' own ports to use, and use it.
+
+        A multi-process server shares one port, over which the kernel spreads connections
+        unevenly; with ``process_port_base`` set it hands its processes' own ports out in
+        turn. Without (port 0), or from a server that predates this, the client stays.
+        """
+        with self._placing:
+            if self._placed:
+                return
+            try:
+                response = self._jobs.GetProcessPort(
+                    jobs_pb2.GetProcessPortRequest(),
+                    timeout=self._timeout,
+                    metadata=self._metadata,
+                )
+            except grpc.RpcError as exc:
+                # Unreachable, or a bad token: the call itself reports it; asked again next time.
+                self._placed = exc.code() == grpc.StatusCode.UNIMPLEMENTED
+                return
+            self._placed = True
+            if response.port:
+                self._bind(self._connect(f"{self._host}:{response.port}"))
+
     def close(self) -> None:
-        self._channel.close()
+        for channel in self._channels:
+            channel.close()
 
     def __enter__(self) -> Client:
         return self

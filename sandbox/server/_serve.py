@@ -13,7 +13,9 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
 from types import FrameType
 
 import grpc
@@ -53,18 +55,43 @@ class RunningServer:
         self.app.close()
 
 
+@dataclass(frozen=True)
+class ProcessSlot:
+    """A process's place in a multi-process server: its index, and the count of clients
+    handed a process port so far, shared by all its processes."""
+
+    index: int
+    turns: Synchronized[int]
+
+    def next_port(self, config: ServerConfig) -> int:
+        """The process port the next client should use (the processes in turn)."""
+        lock = self.turns.get_lock()
+        if not lock.acquire(timeout=1.0):  # held by a sibling that died: this process's own
+            return config.process_port_base + self.index
+        try:
+            turn = self.turns.value
+            self.turns.value = turn + 1
+        finally:
+            lock.release()
+        return config.process_port_base + turn % config.processes
+
+
 def start_server(
     config: ServerConfig,
     app: Sandbox | None = None,
     *,
     recover: bool = True,
     reuse_port: bool = False,
+    slot: ProcessSlot | None = None,
 ) -> RunningServer:
     """Start one server process's gRPC server.
 
     ``recover`` resumes the jobs an earlier run left (only one process may); ``reuse_port``
-    lets the processes of one server share its port (the kernel spreads connections).
+    lets the processes of one server share its port (the kernel spreads connections);
+    ``slot``: this process's place in a multi-process server, which with
+    ``process_port_base`` also listens on a port of its own.
     """
+    placed = slot if config.process_port_base else None  # clients are placed on processes
     app = app or Sandbox(config)
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -75,7 +102,7 @@ def start_server(
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.so_reuseport", int(reuse_port)),
     ]
-    if reuse_port and config.max_connection_age_s > 0:
+    if reuse_port and placed is None and config.max_connection_age_s > 0:
         options.append(("grpc.max_connection_age_ms", int(config.max_connection_age_s * 1000)))
     server = grpc.server(
         ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="sandbox-rpc"),
@@ -83,7 +110,7 @@ def start_server(
         options=options,
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
-    add_services(server, app)
+    add_services(server, app, partial(placed.next_port, config) if placed else lambda: 0)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.tls is not None:
@@ -92,12 +119,20 @@ def start_server(
             root_certificates=config.tls.client_ca.read_bytes() if config.tls.client_ca else None,
             require_client_auth=config.tls.client_ca is not None,
         )
-        port = server.add_secure_port(config.listen, credentials)
+        listen: Callable[[str], int] = partial(
+            server.add_secure_port, server_credentials=credentials
+        )
     else:
-        port = server.add_insecure_port(config.listen)
-    if port == 0:
+        listen = server.add_insecure_port
+    addresses = [config.listen]
+    if placed is not None:
+        host = config.listen.rsplit(":", 1)[0]
+        addresses.append(f"{host}:{config.process_port_base + placed.index}")
+    ports = [listen(address) for address in addresses]
+    port = ports[0]
+    if 0 in ports:
         app.close()
-        raise OSError(f"cannot listen on {config.listen}")
+        raise OSError(f"cannot listen on {addresses[ports.index(0)]}")
     if recover:
         app.jobs.recover()
     server.start()
@@ -159,6 +194,7 @@ def _supervise(
     """Start the server processes, the first alone (it resumes earlier jobs), then the rest."""
     context = multiprocessing.get_context("spawn")  # no gRPC or SQLite state crosses a fork
     children: list[multiprocessing.process.BaseProcess] = []
+    turns = context.Value("Q", 0)  # clients handed a process port (process_port_base)
     try:
         for index in range(config.processes):
             # A pipe, not a shared Event: a supervisor killed mid-wait would leave an Event's
@@ -166,7 +202,7 @@ def _supervise(
             ready, tell_ready = context.Pipe(duplex=False)
             child = context.Process(
                 target=_serve_child,
-                args=(config, index == 0, tell_ready, os.getpid()),
+                args=(config, ProcessSlot(index, turns), tell_ready, os.getpid()),
                 name=f"sandbox-server-{index}",
             )
             child.start()
@@ -194,7 +230,9 @@ def _supervise(
                 process.join()
 
 
-def _serve_child(config: ServerConfig, recover: bool, ready: Connection, supervisor: int) -> None:
+def _serve_child(
+    config: ServerConfig, slot: ProcessSlot, ready: Connection, supervisor: int
+) -> None:
     stop = threading.Event()
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, lambda signum, frame: stop.set())
@@ -212,7 +250,8 @@ def _serve_child(config: ServerConfig, recover: bool, ready: Connection, supervi
             ready.send_bytes(b"ready")
         ready.close()
 
-    _serve_until(stop, config, tell_ready, recover=recover, reuse_port=True)
+    # The first process alone resumes the jobs an earlier run left.
+    _serve_until(stop, config, tell_ready, recover=slot.index == 0, reuse_port=True, slot=slot)
 
 
 def _serve_until(
@@ -222,9 +261,10 @@ def _serve_until(
     *,
     recover: bool,
     reuse_port: bool,
+    slot: ProcessSlot | None = None,
 ) -> None:
     """One serving process: start, report ``ready``, serve until ``stop``, stop gracefully."""
-    running = start_server(config, recover=recover, reuse_port=reuse_port)
+    running = start_server(config, recover=recover, reuse_port=reuse_port, slot=slot)
     exempt_startup_heap()
     try:
         ready(running)

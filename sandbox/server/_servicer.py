@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -71,8 +71,9 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):  # type: ignore[
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
-    def __init__(self, app: Sandbox) -> None:
+    def __init__(self, app: Sandbox, process_port: Callable[[], int] = lambda: 0) -> None:
         self.app = app
+        self._process_port = process_port
 
     def _wait_seconds(self, requested: float, context: Any) -> float:
         timeout = min(max(requested, 0.0), self.app.config.max_wait_s)
@@ -167,6 +168,10 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
         table = self.app.result(principal, request.job_id)
         info = self.app.jobs.get(principal, request.job_id)
         return iter(self._chunks(info, table, request.expected_key_fingerprint))
+
+    @rpc
+    def GetProcessPort(self, request: Any, context: Any) -> jobs_pb2.GetProcessPortResponse:
+        return jobs_pb2.GetProcessPortResponse(port=self._process_port())
 
 
 class KeyServicer(keys_pb2_grpc.KeyServiceServicer):  # type: ignore[misc]
@@ -290,13 +295,16 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc]
         )
 
 
-def add_services(server: grpc.Server, app: Sandbox) -> None:
-    """Register every sandbox service (not health) on ``server``."""
+def add_services(
+    server: grpc.Server, app: Sandbox, process_port: Callable[[], int] = lambda: 0
+) -> None:
+    """Register every sandbox service (not health) on ``server``; ``process_port`` answers
+    which process port a client should use (0: none)."""
     from sandbox.server._federation import add_federation_services  # it imports this module
     from sandbox.server._review import add_review_service  # it imports this module
 
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(app), server)
-    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(app), server)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(app, process_port), server)
     projects_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(app), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(app), server)
     keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(app), server)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import os
 import re
 import signal
@@ -162,9 +163,9 @@ def _health(target: str) -> int:
         return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status)
 
 
-@pytest.fixture
-def served(
-    world_factory: Callable[..., World],
+@contextlib.contextmanager
+def _serve_two(
+    world_factory: Callable[..., World], extra_config: str = ""
 ) -> Iterator[tuple[World, str, subprocess.Popen[bytes]]]:
     """A PUMS world whose state is then served by ``sandbox serve`` with two processes."""
     world = world_factory(
@@ -178,7 +179,7 @@ def served(
     port = _free_port()
     config = world.root / "sandbox.toml"
     text = re.sub(r'listen = "[^"]*"', f'listen = "127.0.0.1:{port}"', config.read_text())
-    config.write_text(text + "processes = 2\nrpc_threads = 40\n")
+    config.write_text(text + "processes = 2\nrpc_threads = 40\n" + extra_config)
     proc = subprocess.Popen(
         [sys.executable, "-m", "sandbox", "serve", "--config", str(config)], cwd=world.root
     )
@@ -197,8 +198,20 @@ def served(
         yield world, target, proc
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def served(
+    world_factory: Callable[..., World],
+) -> Iterator[tuple[World, str, subprocess.Popen[bytes]]]:
+    with _serve_two(world_factory) as served:
+        yield served
 
 
 def _server_processes(pid: int) -> list[int]:
@@ -319,3 +332,102 @@ def _alive(pid: int) -> bool:
         return "zombie" not in Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
         return False
+
+
+# ---- process ports ------------------------------------------------------------------------
+def _listening_pids(port: int, pids: list[int]) -> set[int]:
+    """Which of ``pids`` hold a socket listening on ``port``."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # listening
+                inodes.add(f"socket:[{fields[9]}]")
+    owners = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    owners.add(pid)
+    return owners
+
+
+def _free_ports(n: int) -> int:
+    """The first of ``n`` consecutive ports free now."""
+    for _ in range(100):
+        first = _free_port()
+        if all(_bindable(port) for port in range(first + 1, first + n)):
+            return first
+    raise AssertionError(f"no {n} consecutive free ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_clients_are_handed_each_process_port_in_turn_and_move_there(
+    world_factory: Callable[..., World],
+) -> None:
+    base = _free_ports(2)
+    with _serve_two(world_factory, f"process_port_base = {base}\n") as (world, target, proc):
+        deadline = time.monotonic() + 60
+        for port in (base, base + 1):  # the first process serves before the second starts
+            while True:
+                with contextlib.suppress(grpc.RpcError):
+                    if _health(f"127.0.0.1:{port}") == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        servers = _server_processes(proc.pid)
+        # Each process listens on the shared port and on a port of its own.
+        shared = int(target.rsplit(":", 1)[1])
+        assert _listening_pids(shared, servers) == set(servers)
+        owners = [_listening_pids(base + i, servers) for i in range(2)]
+        assert all(len(o) == 1 for o in owners) and owners[0] != owners[1]
+
+        # Asked over fresh connections (whichever process the kernel picks), the server hands
+        # its processes' ports out in turn: the count is shared by the processes.
+        handed = []
+        for _ in range(6):
+            with grpc.insecure_channel(target) as channel:
+                handed.append(
+                    jobs_pb2_grpc.JobServiceStub(channel)
+                    .GetProcessPort(
+                        jobs_pb2.GetProcessPortRequest(),
+                        metadata=bearer(world.tokens["ana"]),
+                        timeout=10,
+                    )
+                    .port
+                )
+        assert set(handed) == {base, base + 1}
+        assert all(a != b for a, b in itertools.pairwise(handed))
+
+        # Four clients: after its first call each moves to the port it was handed, two per
+        # process, and every job is answered.
+        clients = [Client(target, token=world.tokens["ana"]) for _ in range(4)]
+        try:
+            for client in clients:
+                for _ in range(2):
+                    job = COUNT.to_spec(project="open", purpose="research")
+                    assert client.run(job).to_dataframe()["count"].sum() == 1000
+            assert [len(client_ports(base + i)) for i in range(2)] == [2, 2]
+        finally:
+            for client in clients:
+                client.close()
+
+
+def test_a_client_of_a_server_without_process_ports_stays_on_its_target(
+    pums_world: World,
+) -> None:
+    port = int(pums_world.target.rsplit(":", 1)[1])
+    before = client_ports(port)
+    with Client(pums_world.target, token=pums_world.tokens["ana"]) as ana:
+        for _ in range(2):
+            job = COUNT.to_spec(project="census-study", purpose="research")
+            assert ana.run(job).to_dataframe()["count"].notna().all()
+        assert len(client_ports(port) - before) == 1  # its one connection, still there

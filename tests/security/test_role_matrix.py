@@ -74,6 +74,7 @@ MATRIX: dict[str, tuple[frozenset[Role], Build]] = {
         frozenset({R}),
         lambda w, r: jobs_pb2.EstimateJobRequest(spec=wire.spec_to_pb(SPEC)),
     ),
+    "JobService/GetProcessPort": (EVERYONE, lambda w, r: jobs_pb2.GetProcessPortRequest()),
     "ProjectService/CreateProject": (
         STEWARDS,
         lambda w, r: projects_pb2.CreateProjectRequest(

@@ -194,3 +194,25 @@ def test_plaintext_tokens_are_off_unless_allowed(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as err:
             load_config(path, {})
         assert "allow_plaintext_tokens" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('processes = 1\nlisten = "127.0.0.1:7000"\nprocess_port_base = 7001\n', "above 1"),
+        ('processes = 4\nlisten = "127.0.0.1:7000"\nprocess_port_base = 65533\n', "1-65535"),
+        ('processes = 4\nlisten = "127.0.0.1:7002"\nprocess_port_base = 7000\n', "'listen'"),
+        ('processes = 2\nlisten = "127.0.0.1:7000"\nprocess_port_base = -5\n', "1-65535"),
+    ],
+)
+def test_process_ports_must_fit_the_processes(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE + text), {})
+    assert "process_port_base" in str(err.value) and message in str(err.value)
+
+
+def test_process_ports_one_per_process_next_to_the_shared_one(tmp_path: Path) -> None:
+    text = 'processes = 4\nlisten = "0.0.0.0:7000"\nprocess_port_base = 7001\n'
+    config = load_config(write(tmp_path, BASE + text), {"SANDBOX_PROCESS_PORT_BASE": "7100"})
+    assert (config.processes, config.process_port_base) == (4, 7100)
+    assert load_config(write(tmp_path, BASE), {}).process_port_base == 0  # off by default

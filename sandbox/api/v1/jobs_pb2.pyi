@@ -82,6 +82,16 @@ CELL_STATUS_ROUNDED: CellStatus
 CELL_STATUS_SUPPRESSED: CellStatus
 CELL_STATUS_NOISED: CellStatus
 
+class GetProcessPortRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetProcessPortResponse(_message.Message):
+    __slots__ = ("port",)
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    port: int
+    def __init__(self, port: _Optional[int] = ...) -> None: ...
+
 class Filter(_message.Message):
     __slots__ = ("column", "op", "values")
     COLUMN_FIELD_NUMBER: _ClassVar[int]

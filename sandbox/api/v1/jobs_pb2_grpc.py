@@ -69,6 +69,11 @@ class JobServiceStub:
                 request_serializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.EstimateJobRequest.SerializeToString,
                 response_deserializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.JobEstimate.FromString,
                 _registered_method=True)
+        self.GetProcessPort = channel.unary_unary(
+                '/sandbox.api.v1.JobService/GetProcessPort',
+                request_serializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.GetProcessPortRequest.SerializeToString,
+                response_deserializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.GetProcessPortResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -122,6 +127,15 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProcessPort(self, request, context):
+        """The port of the server process this client should use, when each process of a
+        multi-process server also listens on a port of its own (config process_port_base): the
+        processes are handed out in turn, so clients spread evenly over them. 0: keep this one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +173,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.EstimateJob,
                     request_deserializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.EstimateJobRequest.FromString,
                     response_serializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.JobEstimate.SerializeToString,
+            ),
+            'GetProcessPort': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProcessPort,
+                    request_deserializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.GetProcessPortRequest.FromString,
+                    response_serializer=sandbox_dot_api_dot_v1_dot_jobs__pb2.GetProcessPortResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +369,33 @@ class JobService:
             '/sandbox.api.v1.JobService/EstimateJob',
             sandbox_dot_api_dot_v1_dot_jobs__pb2.EstimateJobRequest.SerializeToString,
             sandbox_dot_api_dot_v1_dot_jobs__pb2.JobEstimate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProcessPort(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandbox.api.v1.JobService/GetProcessPort',
+            sandbox_dot_api_dot_v1_dot_jobs__pb2.GetProcessPortRequest.SerializeToString,
+            sandbox_dot_api_dot_v1_dot_jobs__pb2.GetProcessPortResponse.FromString,
             options,
             channel_credentials,
             insecure,
