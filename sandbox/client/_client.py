@@ -179,6 +179,8 @@ class Client:
         try:
             return method(request, timeout=timeout or self._timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                self._unplace()
             raise_from_rpc(exc)
 
     def _place(self) -> None:
@@ -204,6 +206,17 @@ class Client:
             self._placed = True
             if response.port:
                 self._bind(self._connect(f"{self._host}:{response.port}"))
+
+    def _unplace(self) -> None:
+        """Back to the target, to be placed anew on the next call: the process port this
+        client was handed is unreachable (e.g. the server restarted without it)."""
+        with self._placing:
+            if self._channel is not self._channels[0]:
+                abandoned = self._channel
+                self._bind(self._channels[0])
+                self._channels.remove(abandoned)
+                abandoned.close()
+                self._placed = False
 
     def close(self) -> None:
         for channel in self._channels:

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import itertools
+import multiprocessing
 import os
 import re
 import signal
@@ -35,9 +36,11 @@ from sandbox import (
     QuotaExceeded,
     QuotaLimits,
     SandboxError,
+    Unavailable,
 )
 from sandbox.api.v1 import jobs_pb2, jobs_pb2_grpc
 from sandbox.server import start_server
+from sandbox.server._serve import ProcessSlot
 from tests.conftest import PUMS_DIR, World, pums_policy
 from tests.integration.test_server import Gate, bearer, gated, wait_until  # noqa: F401
 from tests.security._support import ledger_rows, workers_held
@@ -431,3 +434,34 @@ def test_a_client_of_a_server_without_process_ports_stays_on_its_target(
             job = COUNT.to_spec(project="census-study", purpose="research")
             assert ana.run(job).to_dataframe()["count"].notna().all()
         assert len(client_ports(port) - before) == 1  # its one connection, still there
+
+
+def test_a_client_whose_process_port_is_gone_asks_again_on_its_next_call(
+    pums_world: World,
+) -> None:
+    shared, own = _free_ports(2), _free_ports(1)
+    job = COUNT.to_spec(project="census-study", purpose="research")
+    placed = dataclasses.replace(
+        pums_world.config, listen=f"127.0.0.1:{shared}", processes=2, process_port_base=own
+    )
+    # One process of a two-process server, as the supervisor starts it (turn 0: its own port).
+    turns = multiprocessing.get_context("spawn").Value("Q", 0)
+    first = start_server(placed, recover=False, reuse_port=True, slot=ProcessSlot(0, turns))
+    with Client(f"127.0.0.1:{shared}", token=pums_world.tokens["ana"]) as ana:
+        try:
+            for _ in range(2):
+                assert ana.run(job).to_dataframe()["count"].sum() == 1000
+            assert len(client_ports(own)) == 1
+        finally:
+            first.stop(grace=1)
+        # Restarted on the same port without process ports: the port the client was handed
+        # is gone. The call that finds it so fails; the next one asks again and stays.
+        plain = dataclasses.replace(placed, processes=1, process_port_base=0)
+        second = start_server(plain, recover=False)
+        try:
+            with pytest.raises(Unavailable):
+                ana.run(job)
+            assert ana.run(job).to_dataframe()["count"].sum() == 1000
+            assert not client_ports(own) and len(client_ports(shared)) == 1
+        finally:
+            second.stop(grace=1)
