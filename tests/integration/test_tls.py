@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
+import multiprocessing
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,8 +21,10 @@ from sandbox import TLS, Client, Project, Role, Unavailable
 from sandbox._config import load_config
 from sandbox.audit import AuditLog
 from sandbox.server import RunningServer, start_server
+from sandbox.server._serve import ProcessSlot
 from sandbox.state import Principals
 from tests.conftest import PUMS_DIR, pums_policy
+from tests.integration.test_processes import _free_ports, client_ports
 
 
 # ---- a tiny PKI -------------------------------------------------------------------------------
@@ -259,3 +263,32 @@ def test_mutual_tls_requires_a_client_certificate(tls_world_factory) -> None:
     tls = TLS(ca=world.ca, cert=cert, key=key, server_name="localhost")
     sam_tls = TLS(ca=world.ca, cert=sam_cert, key=sam_key, server_name="localhost")
     assert run_job(world.client("sam", sam_tls), world.client("ana", tls)) == 1000
+
+
+def test_a_process_port_serves_tls_only_and_a_tls_client_moves_there(tls_world_factory) -> None:
+    world = tls_world_factory()
+    tls = TLS(ca=world.ca, server_name="localhost")
+    assert run_job(world.client("sam", tls), world.client("ana", tls)) == 1000
+    # One process of a two-process server on the same state, with process ports.
+    shared, own = _free_ports(1), _free_ports(2)
+    config = dataclasses.replace(
+        world.server.app.config,
+        listen=f"127.0.0.1:{shared}",
+        processes=2,
+        process_port_base=own,
+    )
+    turns = multiprocessing.get_context("spawn").Value("Q", 0)
+    process = start_server(config, recover=False, reuse_port=True, slot=ProcessSlot(0, turns))
+    try:
+        with Client(f"127.0.0.1:{shared}", token=world.tokens["ana"], tls=tls) as ana:
+            for _ in range(2):
+                got = ana.sql("SELECT COUNT(*) AS n FROM pums", project="p1", purpose="research")
+                assert got.to_dataframe()["n"].sum() == 1000
+            assert len(client_ports(own)) == 1  # moved to the process port, over TLS
+        with (
+            Client(f"127.0.0.1:{own}", token=world.tokens["ana"], timeout=5) as plain,
+            pytest.raises(Unavailable),
+        ):
+            plain.datasets()  # the process port speaks TLS only, like the shared one
+    finally:
+        process.stop(grace=1)
