@@ -212,7 +212,9 @@ def _supervise(
                 if stop.is_set() or not child.is_alive():
                     return
             ready.close()
-        log.info("serving on %s with %d processes", config.listen, len(children))
+        own = config.process_port_base
+        ports = f" (process ports {own}-{own + len(children) - 1})" if own else ""
+        log.info("serving on %s with %d processes%s", config.listen, len(children), ports)
         if on_ready is not None:
             on_ready.set()
         while not stop.wait(0.5):
