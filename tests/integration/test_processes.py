@@ -188,12 +188,15 @@ def _serve_two(
     )
     target = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 60
-    while True:
-        try:
-            if _health(target) == health_pb2.HealthCheckResponse.SERVING:
+    while True:  # both processes started and listening on the shared port, one serving
+        with contextlib.suppress(grpc.RpcError, OSError):
+            servers = _server_processes(proc.pid)
+            if (
+                len(servers) == 2
+                and _listening_pids(port, servers) == set(servers)
+                and _health(target) == health_pb2.HealthCheckResponse.SERVING
+            ):
                 break
-        except grpc.RpcError:
-            pass
         assert proc.poll() is None, "the server exited while starting"
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.1)
