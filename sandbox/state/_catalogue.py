@@ -64,11 +64,14 @@ class Catalogue:
         )
 
     def get(self, dataset_id: str) -> DatasetRecord | None:
-        row = self._db.conn.execute(
-            f"SELECT {_COLUMNS} FROM datasets WHERE id = ?",  # noqa: S608 - fixed column list
-            (dataset_id,),
-        ).fetchone()
-        return _record(row) if row else None
+        def load() -> DatasetRecord | None:
+            row = self._db.conn.execute(
+                f"SELECT {_COLUMNS} FROM datasets WHERE id = ?",  # noqa: S608 - fixed columns
+                (dataset_id,),
+            ).fetchone()
+            return _record(row) if row else None
+
+        return self._db.remembered(("dataset", dataset_id), load)
 
     def registered_by(self, dataset_id: str) -> str:
         """Who registered the dataset's current version (and so its policy), or ""."""

@@ -8,17 +8,25 @@ the others' writes, and every caller returns only once the shared COMMIT is done
 A server's store copies its write-ahead log into the database from a background thread
 (``checkpoint_every_s``) instead of in the commit that fills it: that copy ends in an fsync,
 which took ~5 ms here and, inside a commit, would hold the write lock for every process.
+
+Principals, projects and datasets are read on every request but change rarely: ``remembered``
+keeps what was read until any process changes one of them. Temporary triggers on each
+connection note such a change; the transaction that made it then bumps a counter in the
+store's lock file (mapped into every process's memory) before releasing the write lock.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import mmap
 import os
 import sqlite3
+import struct
 import threading
+import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +40,14 @@ _GROUP_MAX = 32
 _MAX_WAL_PAGES = 16_384
 """A background-checkpointed log this long (64 MB of 4 KB pages) is checkpointed once under
 the write lock, so that the next writer starts it again from the beginning."""
+
+_CONFIG_TABLES = ("principals", "projects", "datasets")
+"""Tables whose rows ``remembered`` values are read from."""
+_REMEMBER_S = 2.0
+"""A remembered value is read again after this long even if no change was noted (a change
+made by a connection other than this module's would otherwise go unseen)."""
+_REMEMBER_MAX = 4096
+_GENERATION = struct.Struct("<Q")
 
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -278,6 +294,11 @@ class Database:
             path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600
         )
         weakref.finalize(self, os.close, self._lock_file)
+        if os.fstat(self._lock_file).st_size < _GENERATION.size:
+            os.ftruncate(self._lock_file, _GENERATION.size)  # zeros: a new counter
+        self._generation = mmap.mmap(self._lock_file, _GENERATION.size)
+        self._remembered: dict[Hashable, tuple[int, float, Any]] = {}
+        self._migrated = False
         self._waiting: list[_Body] = []
         self._leading = False
         self.commits = 0
@@ -286,6 +307,8 @@ class Database:
         self._checkpoints_in_commits = checkpoint_every_s is None
         self._closing = threading.Event()
         self._migrate()
+        self._migrated = True
+        self._watch_config(self.conn)
         self._checkpointing: threading.Thread | None = None
         if checkpoint_every_s is not None:
             self._checkpointing = threading.Thread(
@@ -304,7 +327,47 @@ class Database:
         conn.execute("PRAGMA busy_timeout=30000")
         if not self._checkpoints_in_commits:
             conn.execute("PRAGMA wal_autocheckpoint=0")
+        if self._migrated:
+            self._watch_config(conn)
         return conn
+
+    def _watch_config(self, conn: sqlite3.Connection) -> None:
+        """Make ``conn`` note, in this thread, every write to a principal, project or dataset."""
+
+        def changed() -> None:
+            self._local.config_changed = True
+
+        conn.create_function("sandbox_config_changed", 0, changed)
+        for table in _CONFIG_TABLES:
+            for event in ("INSERT", "UPDATE", "DELETE"):
+                conn.execute(
+                    f"CREATE TEMP TRIGGER IF NOT EXISTS {table}_{event.lower()}_noted "
+                    f"AFTER {event} ON main.{table} BEGIN SELECT sandbox_config_changed(); END"
+                )
+
+    def config_generation(self) -> int:
+        """A count that grows whenever any process changes a principal, project or dataset."""
+        generation: int = _GENERATION.unpack_from(self._generation)[0]
+        return generation
+
+    def remembered(self, key: Hashable, load: Callable[[], T]) -> T:
+        """``load()``, or what it returned for ``key`` before if no principal, project or
+        dataset has changed since (nor ``_REMEMBER_S`` passed). For reads of those tables
+        that return immutable values; errors are not kept. Inside a write transaction, which
+        may have changed them, it always loads.
+        """
+        if getattr(self._local, "writing", False):
+            return load()
+        generation, now = self.config_generation(), time.monotonic()
+        kept = self._remembered.get(key)
+        if kept is not None and kept[0] == generation and now - kept[1] < _REMEMBER_S:
+            value: T = kept[2]
+            return value
+        value = load()
+        if len(self._remembered) >= _REMEMBER_MAX:
+            self._remembered.clear()
+        self._remembered[key] = (generation, now, value)
+        return value
 
     def _checkpoint_wal(self, every_s: float, max_pages: int) -> None:
         """Copy committed log pages into the database while writers go on appending.
@@ -354,10 +417,14 @@ class Database:
         with self._write_lock:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX)
             self._local.writing = True
+            self._local.config_changed = False
             try:
                 yield
             finally:
                 self._local.writing = False
+                if self._local.config_changed:  # committed or not: a new count is harmless
+                    count = self.config_generation() + 1
+                    _GENERATION.pack_into(self._generation, 0, count)
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     def _refuse_nesting(self) -> None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from sandbox._model import QuotaLimits, QuotaUsage
 
+_UNLIMITED = QuotaLimits()
+
 
 @dataclass(frozen=True)
 class Shortfall:
@@ -51,6 +53,8 @@ class Ledger:
         today: dt.date,
     ) -> list[Shortfall]:
         """Which limits one more job scanning ``rows`` rows would exceed."""
+        if limits == _UNLIMITED:
+            return []  # nothing to check: skip reading the usage
         used = self.usage(conn, project, today)
         checks = [
             ("quota.jobs_per_day", limits.jobs_per_day, used.jobs_today + 1, "jobs today"),

@@ -125,24 +125,32 @@ class Principals:
         return self._by_token(token)
 
     def _by_token(self, token: str) -> Principal:
-        row = self._db.conn.execute(
-            "SELECT name, role FROM principals WHERE token_hash = ? AND revoked_at IS NULL",
-            (hash_token(token),),
-        ).fetchone()
-        if row is None:
-            raise Unauthenticated("invalid or revoked token")
-        return Principal(row[0], Role(row[1]))
+        token_hash = hash_token(token)
+
+        def load() -> Principal:
+            row = self._db.conn.execute(
+                "SELECT name, role FROM principals WHERE token_hash = ? AND revoked_at IS NULL",
+                (token_hash,),
+            ).fetchone()
+            if row is None:
+                raise Unauthenticated("invalid or revoked token")
+            return Principal(row[0], Role(row[1]))
+
+        return self._db.remembered(("principal by token", token_hash), load)
 
     def _by_cert_subject(self, subject: str) -> Principal:
-        row = self._db.conn.execute(
-            "SELECT name, role FROM principals WHERE cert_subject = ? AND revoked_at IS NULL",
-            (subject,),
-        ).fetchone()
-        if row is None:
-            raise Unauthenticated(
-                "the client certificate's subject is not mapped to an active principal"
-            )
-        return Principal(row[0], Role(row[1]))
+        def load() -> Principal:
+            row = self._db.conn.execute(
+                "SELECT name, role FROM principals WHERE cert_subject = ? AND revoked_at IS NULL",
+                (subject,),
+            ).fetchone()
+            if row is None:
+                raise Unauthenticated(
+                    "the client certificate's subject is not mapped to an active principal"
+                )
+            return Principal(row[0], Role(row[1]))
+
+        return self._db.remembered(("principal by subject", subject), load)
 
     # ---- certificate subjects ---------------------------------------------------------------
     def map_cert(self, conn: sqlite3.Connection, name: str, subject: str) -> str:
@@ -191,12 +199,17 @@ class Principals:
 
         Revocation does not drop the key: a revoked researcher's results stay sealed to it.
         """
-        row = self._db.conn.execute(
-            "SELECT public_key, public_key_fingerprint FROM principals WHERE name = ?", (name,)
-        ).fetchone()
-        if row is None or row[0] is None:
-            return None
-        return str(row[0]).encode("ascii"), str(row[1])
+
+        def load() -> tuple[bytes, str] | None:
+            row = self._db.conn.execute(
+                "SELECT public_key, public_key_fingerprint FROM principals WHERE name = ?",
+                (name,),
+            ).fetchone()
+            if row is None or row[0] is None:
+                return None
+            return str(row[0]).encode("ascii"), str(row[1])
+
+        return self._db.remembered(("public key", name), load)
 
     def get(self, name: str) -> Principal | None:
         row = self._db.conn.execute(

@@ -111,12 +111,18 @@ class Projects:
         return dataclasses.replace(project, revoked=True), True
 
     def get(self, project_id: str, conn: sqlite3.Connection | None = None) -> Project | None:
-        row = (
-            (conn or self._db.conn)
-            .execute(f"SELECT {_COLUMNS} FROM projects WHERE id = ?", (project_id,))  # noqa: S608
-            .fetchone()
-        )
-        return _project(row) if row else None
+        """The project, read in ``conn``'s transaction if given."""
+
+        def load(conn: sqlite3.Connection) -> Project | None:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM projects WHERE id = ?",  # noqa: S608 - fixed columns
+                (project_id,),
+            ).fetchone()
+            return _project(row) if row else None
+
+        if conn is not None:
+            return load(conn)
+        return self._db.remembered(("project", project_id), lambda: load(self._db.conn))
 
     def list(self) -> list[Project]:
         rows = self._db.conn.execute(

@@ -269,6 +269,28 @@ def test_wrong_and_revoked_tokens_are_unauthenticated(pums_world: World) -> None
     assert pums_world.client("chen").audit_verify().ok
 
 
+def test_a_token_revoked_from_another_process_is_refused_on_the_next_call(
+    pums_world: World,
+) -> None:
+    # The server remembers whom a token names between calls; a change made by any process
+    # (here the steward's command line) must reach it before the next call.
+    ana = pums_world.client("ana")
+    for _ in range(3):  # read, then remembered
+        assert ana.run(COUNT).table.rows
+    config = str(pums_world.root / "sandbox.toml")
+    revoked = subprocess.run(
+        [sys.executable, "-m", "sandbox", "principals", "revoke", "ana", "--config", config],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    with pytest.raises(Unauthenticated):
+        ana.datasets()
+    with pytest.raises(Unauthenticated):
+        ana.submit(COUNT)
+
+
 # ---- message size -----------------------------------------------------------------------------
 def test_oversized_message_is_refused_and_server_keeps_serving(world_factory) -> None:
     world = _pums(world_factory, max_message_bytes=65536)
