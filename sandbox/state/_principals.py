@@ -125,32 +125,29 @@ class Principals:
         return self._by_token(token)
 
     def _by_token(self, token: str) -> Principal:
-        token_hash = hash_token(token)
-
-        def load() -> Principal:
-            row = self._db.conn.execute(
-                "SELECT name, role FROM principals WHERE token_hash = ? AND revoked_at IS NULL",
-                (token_hash,),
-            ).fetchone()
-            if row is None:
-                raise Unauthenticated("invalid or revoked token")
-            return Principal(row[0], Role(row[1]))
-
-        return self._db.remembered(("principal by token", token_hash), load)
+        return self._active(
+            "SELECT name, role FROM principals WHERE token_hash = ? AND revoked_at IS NULL",
+            hash_token(token),
+            "invalid or revoked token",
+        )
 
     def _by_cert_subject(self, subject: str) -> Principal:
+        return self._active(
+            "SELECT name, role FROM principals WHERE cert_subject = ? AND revoked_at IS NULL",
+            subject,
+            "the client certificate's subject is not mapped to an active principal",
+        )
+
+    def _active(self, sql: str, value: str, refusal: str) -> Principal:
+        """The active principal ``sql`` (a fixed query) finds by ``value``, remembered."""
+
         def load() -> Principal:
-            row = self._db.conn.execute(
-                "SELECT name, role FROM principals WHERE cert_subject = ? AND revoked_at IS NULL",
-                (subject,),
-            ).fetchone()
+            row = self._db.conn.execute(sql, (value,)).fetchone()
             if row is None:
-                raise Unauthenticated(
-                    "the client certificate's subject is not mapped to an active principal"
-                )
+                raise Unauthenticated(refusal)
             return Principal(row[0], Role(row[1]))
 
-        return self._db.remembered(("principal by subject", subject), load)
+        return self._db.remembered((sql, value), load)
 
     # ---- certificate subjects ---------------------------------------------------------------
     def map_cert(self, conn: sqlite3.Connection, name: str, subject: str) -> str:
